@@ -1,0 +1,361 @@
+"""Run a study end to end: data, front-ends, training, evaluation, results on disk.
+
+    from mnist_study import run_study
+    run_dir = run_study("paper", seeds=[0, 1, 2])
+
+Work is split into tasks -- fit a front-end, train all missing seeds of one experiment -- that run
+in worker processes (one thread each) or, with workers=0, in this process. Every result file is
+written atomically and a seed's metrics.json is written last, so an interrupted run loses nothing
+that finished: `resume_run(run_dir)` does only what is missing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from .datasets import Dataset, load_dataset
+from .errors import RunError
+from .evaluate import evaluate
+from .frontends import FRONTENDS, load_frontend, save_frontend
+from .io import atomic_path, read_json, write_json
+from .model import MLP
+from .results import experiment_dir, is_finished, seed_dir
+from .splits import make_splits
+from .study import Experiment, Study, load_study, study_to_dict
+from .train import Split, train_seeds
+
+EventFn = Callable[[dict], None]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else the CPU; 'cuda' without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise RunError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def default_workers(device: torch.device) -> int:
+    """One single-threaded worker per core on the CPU; one process drives a GPU."""
+    return 1 if device.type == "cuda" else max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------- the work, as process-safe tasks
+
+_DATASET_CACHE: dict[str, Dataset] = {}
+_EVENTS = None  # a multiprocessing queue in workers; None in-process
+
+
+def _worker_init(events, threads: int) -> None:
+    global _EVENTS
+    _EVENTS = events
+    torch.set_num_threads(threads)
+
+
+def _emit(event: dict, on_event: EventFn | None = None) -> None:
+    if on_event is not None:
+        on_event(event)
+    elif _EVENTS is not None:
+        _EVENTS.put(event)
+
+
+def _dataset(data_dir: str) -> Dataset:
+    if data_dir not in _DATASET_CACHE:
+        _DATASET_CACHE[data_dir] = load_dataset(data_dir, download=False, progress=False)
+    return _DATASET_CACHE[data_dir]
+
+
+def fit_frontend_task(run_dir: str, experiment: dict, targets: list[str], data_dir: str,
+                      on_event: EventFn | None = None) -> dict:
+    """Fit one front-end on an experiment's training split; save it for every experiment in `targets`."""
+    exp = Experiment.model_validate(experiment)
+    start = time.perf_counter()
+    _emit({"kind": "frontend-start", "experiment": exp.name, "frontend": exp.frontend.kind}, on_event)
+    x, y = make_splits(_dataset(data_dir), exp.validation, exp.validation_size, exp.train_size)["train"]
+    params = exp.frontend.model_dump(exclude={"kind"})
+    frontend = FRONTENDS[exp.frontend.kind](**params).fit(x, y)
+    for name in targets:
+        save_frontend(frontend, experiment_dir(Path(run_dir), name))
+    seconds = time.perf_counter() - start
+    _emit({"kind": "frontend-done", "experiment": exp.name, "frontend": exp.frontend.kind, "seconds": seconds}, on_event)
+    return {"stage": f"frontend/{exp.frontend.kind}:{exp.name}", "seconds": seconds}
+
+
+def train_task(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, device: str,
+               on_event: EventFn | None = None) -> dict:
+    """Train the given seeds of one experiment together, evaluate each, write its results."""
+    torch.set_flush_denormal(True)  # tiny RMSprop accumulators otherwise slow every step
+    exp = Experiment.model_validate(experiment)
+    start = time.perf_counter()
+    splits = make_splits(_dataset(data_dir), exp.validation, exp.validation_size, exp.train_size)
+    frontend = load_frontend(experiment_dir(Path(run_dir), exp.name))
+    inputs = {name: (frontend.transform(x), y) for name, (x, y) in splits.items()}
+    dev = torch.device(device)
+    as_split = lambda name: Split(torch.as_tensor(inputs[name][0], device=dev),  # noqa: E731
+                                  torch.as_tensor(inputs[name][1], device=dev))
+
+    def on_epoch(epoch, states):
+        active = [s for s in states if not s.stopped]
+        best = max(s.history["val_accuracy"][-1] for s in states)
+        _emit({"kind": "epoch", "experiment": exp.name, "epoch": epoch, "active": len(active),
+               "seeds": len(states), "val_accuracy": best}, on_event)
+
+    results = train_seeds(exp.train_config(), as_split("train"), as_split("validation"), seeds, dev, on_epoch)
+    train_seconds = time.perf_counter() - start
+    for result in results:
+        t0 = time.perf_counter()
+        model = MLP(result.params)
+        ev = evaluate(model, inputs, exp.l2)
+        out = seed_dir(Path(run_dir), exp.name, result.seed)
+        model.save(out / "model.safetensors")
+        with atomic_path(out / "evaluation.safetensors") as tmp:
+            save_file({"confusion": ev.confusion, "test_proba": ev.test_proba}, str(tmp))
+        write_json(out / "history.json", result.history)
+        write_json(out / "classification_report.json", ev.report)
+        write_json(out / "metrics.json", {  # last: marks this seed as finished
+            "experiment": exp.name, "seed": result.seed, "accuracy": ev.accuracy, "loss": ev.loss,
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "train_seconds": train_seconds / len(results), "evaluate_seconds": time.perf_counter() - t0,
+            "seeds_trained_together": len(results), "device": device,
+        })
+        _emit({"kind": "seed-done", "experiment": exp.name, "seed": result.seed,
+               "test_accuracy": ev.accuracy["test"], "epochs": result.epochs_run}, on_event)
+    return {"stage": f"train/{exp.name}", "seconds": time.perf_counter() - start}
+
+
+# ---------------------------------------------------------------- provenance
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("mnist-study", "torch", "numpy", "scikit-learn", "scipy", "safetensors", "openTSNE", "matplotlib"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+# ---------------------------------------------------------------- planning and scheduling
+
+@dataclass
+class _Plan:
+    frontends: list[tuple[Experiment, list[str]]]      # (fitting experiment, experiments that share it)
+    training: list[tuple[Experiment, list[int]]]       # (experiment, seeds still missing)
+
+
+def _plan(study: Study, seeds: list[int], run_dir: Path) -> _Plan:
+    by_key: dict[str, list[Experiment]] = {}
+    for e in study.experiments:
+        by_key.setdefault(e.frontend_key(), []).append(e)
+    frontends = []
+    for group in by_key.values():
+        missing = [e.name for e in group if not (experiment_dir(run_dir, e.name) / "frontend.json").is_file()]
+        if missing:
+            frontends.append((group[0], missing))
+    training = [(e, [s for s in seeds if not is_finished(run_dir, e.name, s)]) for e in study.experiments]
+    # Longest first, so the widest networks do not start last and leave a core idle.
+    training = sorted([t for t in training if t[1]], key=lambda t: -t[0].hidden * len(t[1]))
+    return _Plan(frontends, training)
+
+
+def _run_tasks(plan: _Plan, run_dir: Path, data_dir: str, device: torch.device, workers: int,
+               on_event: EventFn | None) -> dict[str, float]:
+    """Run the plan; training of an experiment starts as soon as its front-end is on disk."""
+    stages: dict[str, float] = {}
+    waiting_for = {name: fit.name for fit, names in plan.frontends for name in names}
+    ready = [t for t in plan.training if t[0].name not in waiting_for]
+    blocked = [t for t in plan.training if t[0].name in waiting_for]
+    dev = str(device)
+
+    if workers <= 1:
+        for fit, names in plan.frontends:
+            r = fit_frontend_task(str(run_dir), fit.model_dump(mode="json"), names, data_dir, on_event or _noop)
+            stages[r["stage"]] = r["seconds"]
+        for exp, seeds in ready + blocked:
+            r = train_task(str(run_dir), exp.model_dump(mode="json"), seeds, data_dir, dev, on_event or _noop)
+            stages[r["stage"]] = r["seconds"]
+        return stages
+
+    ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
+    events = ctx.Queue()
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(events, 1)) as pool:
+        pending: dict[cf.Future, str] = {}
+        for fit, names in plan.frontends:
+            pending[pool.submit(fit_frontend_task, str(run_dir), fit.model_dump(mode="json"), names, data_dir)] = fit.name
+        for exp, seeds in ready:
+            pending[pool.submit(train_task, str(run_dir), exp.model_dump(mode="json"), seeds, data_dir, dev)] = exp.name
+        try:
+            while pending:
+                done, _ = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                _drain(events, on_event)
+                for future in done:
+                    pending.pop(future)
+                    r = future.result()  # re-raises a worker's error here
+                    stages[r["stage"]] = r["seconds"]
+                    if r["stage"].startswith("frontend/"):
+                        fitted = r["stage"].split(":", 1)[1]
+                        for exp, seeds in [t for t in blocked if waiting_for[t[0].name] == fitted]:
+                            blocked.remove((exp, seeds))
+                            pending[pool.submit(train_task, str(run_dir), exp.model_dump(mode="json"),
+                                                seeds, data_dir, dev)] = exp.name
+            _drain(events, on_event)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return stages
+
+
+def _noop(event: dict) -> None:
+    pass
+
+
+def _drain(events, on_event: EventFn | None) -> None:
+    import queue
+
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            return
+        if on_event is not None:
+            on_event(event)
+
+
+# ---------------------------------------------------------------- the entry points
+
+def new_run_dir(study: Study, runs_dir: str | Path = "runs") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(runs_dir) / f"{study.name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(runs_dir) / f"{study.name}-{stamp}-{n}"
+    return path
+
+
+def run_study(study: Study | str | Path = "paper", *, seeds: list[int] | int = (0,), device: str = "auto",
+              data_dir: str | Path | None = None, out: str | Path | None = None, runs_dir: str | Path = "runs",
+              workers: int | None = None, progress: bool = True, on_event: EventFn | None = None,
+              command: str | None = None) -> Path:
+    """Train and evaluate every experiment of `study` for every seed; return the run directory.
+
+    `seeds` is a list of seeds or a count N (seeds 0..N-1). Results go to `out`, by default
+    `runs/<study>-<timestamp>/`. An existing `out` that holds a run of the same study is resumed.
+    """
+    if not isinstance(study, Study):
+        study = load_study(study)
+    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise RunError(f"seeds must be distinct non-negative integers, got {seeds}")
+    run_dir = Path(out) if out is not None else new_run_dir(study, runs_dir)
+    if (run_dir / "study.json").is_file():
+        return resume_run(run_dir, device=device, data_dir=data_dir, workers=workers, progress=progress,
+                          on_event=on_event, seeds=seeds, expected_study=study)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir} exists and is not a run directory; choose an empty or new --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "study.json", study_to_dict(study))
+    return _execute(run_dir, study, seeds, device, data_dir, workers, progress, on_event, command, {})
+
+
+def resume_run(run_dir: str | Path, *, device: str = "auto", data_dir: str | Path | None = None,
+               workers: int | None = None, progress: bool = True, on_event: EventFn | None = None,
+               seeds: list[int] | None = None, expected_study: Study | None = None,
+               command: str | None = None) -> Path:
+    """Finish an interrupted run: only the front-ends and seeds that are missing are computed."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "study.json").is_file():
+        raise RunError(f"cannot resume {run_dir}: it has no study.json, so it is not a run directory")
+    study = Study.model_validate(read_json(run_dir / "study.json"))
+    if expected_study is not None and study_to_dict(expected_study) != study_to_dict(study):
+        raise RunError(f"{run_dir} holds a run of a different study ({study.name}); choose another --out")
+    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    recorded = manifest.get("seeds", [])
+    seeds = sorted(set(recorded) | set(seeds or recorded or [0]))
+    return _execute(run_dir, study, seeds, device, data_dir, workers, progress, on_event, command, manifest)
+
+
+def _execute(run_dir: Path, study: Study, seeds: list[int], device: str, data_dir, workers, progress: bool,
+             on_event: EventFn | None, command: str | None, manifest: dict) -> Path:
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    workers = default_workers(dev) if workers is None else workers
+    t0 = time.perf_counter()
+    dataset = load_dataset(data_dir, download=True, progress=progress)
+    stages = dict(manifest.get("stages", {}))
+    stages["data"] = time.perf_counter() - t0
+    manifest.update({
+        "study": study.name,
+        "created": manifest.get("created", datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        "command": manifest.get("command", command or " ".join(["mnist-study", *sys.argv[1:]])),
+        "seeds": seeds,
+        "device": _device_name(dev),
+        "workers": workers,
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "data": {"source": dataset.source, "verified": dataset.verified, "digests": dataset.digests},
+        "stages": stages,
+        "complete": False,
+    })
+    if manifest.get("wall_seconds") is not None:
+        manifest.setdefault("resumed", []).append(datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_json(run_dir / "manifest.json", manifest)
+
+    plan = _plan(study, seeds, run_dir)
+    events = on_event
+    bar = None
+    if progress and on_event is None:
+        from .progress import TrainingProgress
+
+        bar = TrainingProgress(study, seeds, plan)
+        events = bar.update
+    try:
+        if bar:
+            bar.start()
+        stages.update(_run_tasks(plan, run_dir, dataset.source, dev, workers, events))
+    finally:
+        if bar:
+            bar.stop()
+        manifest["wall_seconds"] = manifest.get("wall_seconds", 0.0) + time.perf_counter() - started
+        manifest["stages"] = stages
+        missing = [(e.name, s) for e in study.experiments for s in seeds if not is_finished(run_dir, e.name, s)]
+        manifest["complete"] = not missing
+        write_json(run_dir / "manifest.json", manifest)
+    return run_dir

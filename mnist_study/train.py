@@ -1,0 +1,248 @@
+"""Training: the paper's Keras protocol, for a stack of seeds at once.
+
+The step is written by hand (forward, analytic gradients, fused RMSprop) instead of autograd: for a
+network this small the matrix products are cheap and per-operation overhead dominates, so every
+operation saved counts. `reference_train_epoch` is the plain autograd + torch.optim.RMSprop version
+that the tests hold the fast path to.
+
+Protocol (Keras `model.fit` with the paper's callbacks):
+- batches of 32 from a fresh permutation each epoch, the last batch smaller;
+- loss = categorical cross-entropy + l2 * sum(hidden.kernel ** 2); the reported training loss and
+  accuracy are averages over the epoch's batches, as Keras prints them;
+- after each epoch, full passes over the validation split (its loss includes the penalty);
+- EarlyStopping(monitor="val_accuracy", patience): stop once it has not strictly improved for
+  `patience` epochs; ModelCheckpoint(save_best_only=True) keeps the weights with the lowest
+  validation loss, and those are evaluated. Without early stopping the final weights are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .model import PARAM_NAMES, init_params, stack_params, unstack_params
+from .optim import KerasRMSprop, RMSpropConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: int
+    l2: float = 0.0
+    max_epochs: int = 200
+    early_stopping: bool = True
+    patience: int = 2
+    keep: str = "best_val_loss"  # or "final"
+    batch_size: int = 32
+    optimizer: RMSpropConfig = RMSpropConfig()
+
+
+@dataclass
+class Split:
+    """Inputs (N, D) float32 and integer labels (N,) on one device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class TrainResult:
+    seed: int
+    params: dict[str, torch.Tensor]
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_epoch: int
+    seconds: float = 0.0
+
+
+@dataclass
+class _SeedState:
+    seed: int
+    generator: torch.Generator
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    )
+    best_val_loss: float = math.inf
+    best_val_accuracy: float = -math.inf
+    wait: int = 0
+    best_epoch: int = 0
+    best_params: dict[str, torch.Tensor] | None = None
+    stopped: bool = False
+
+
+def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy per seed: logits (S, N, C), y (N,) -> (S,)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -logp.gather(-1, y.view(1, -1, 1).expand(logits.shape[0], -1, 1)).sum(dim=(1, 2))
+
+
+@torch.no_grad()
+def evaluate_stack(params: dict[str, torch.Tensor], split: Split, l2: float, chunk: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss (with the penalty, as Keras reports it) and accuracy of each network in a stack: (S,), (S,)."""
+    n_seeds = params["hidden.kernel"].shape[0]
+    loss = torch.zeros(n_seeds, dtype=torch.float64, device=split.x.device)
+    correct = torch.zeros(n_seeds, dtype=torch.int64, device=split.x.device)
+    for start in range(0, len(split), chunk):
+        x, y = split.x[start:start + chunk], split.y[start:start + chunk]
+        hidden = torch.relu(torch.matmul(x, params["hidden.kernel"]) + params["hidden.bias"])
+        logits = torch.baddbmm(params["output.bias"], hidden, params["output.kernel"])
+        loss += _cross_entropy_sum(logits, y).double()
+        correct += (logits.argmax(-1) == y).sum(-1)
+    penalty = l2 * params["hidden.kernel"].double().pow(2).sum(dim=(1, 2))
+    return loss / len(split) + penalty, correct.double() / len(split)
+
+
+class StackedTrainer:
+    """Trains S networks of one shape together; each keeps its own init, shuffling and stopping."""
+
+    def __init__(self, config: TrainConfig, n_inputs: int, seeds: list[int], device: torch.device):
+        self.config = config
+        self.device = device
+        self.states = [_SeedState(seed, torch.Generator().manual_seed(seed + 1_000_003)) for seed in seeds]
+        params = stack_params([init_params(n_inputs, config.hidden, seed) for seed in seeds])
+        self.params = {k: v.to(device) for k, v in params.items()}
+        self.optimizer = KerasRMSprop([self.params[k] for k in PARAM_NAMES], config.optimizer)
+        self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        self._active = list(self.states)
+
+    @property
+    def active(self) -> list[_SeedState]:
+        """The seeds still training, in the order of the stack's leading axis."""
+        return self._active
+
+    def _buffers_for(self, n_seeds: int, batch: int, n_inputs: int) -> dict[str, torch.Tensor]:
+        key = (n_seeds, batch)
+        if key not in self._buffers:
+            h = self.config.hidden
+            new = lambda *shape: torch.empty(*shape, device=self.device)  # noqa: E731
+            self._buffers[key] = {
+                "x": new(n_seeds * batch, n_inputs),
+                "z1": new(n_seeds, batch, h),
+                "h": new(n_seeds, batch, h),
+                "z2": new(n_seeds, batch, 10),
+                "dh": new(n_seeds, batch, h),
+                "grads": [new(*self.params[k].shape) for k in PARAM_NAMES],
+                "minus_one": torch.full((n_seeds, batch, 1), -1.0, device=self.device),
+            }
+        return self._buffers[key]
+
+    def _step(self, train: Split, idx: torch.Tensor, n_seeds: int, batch: int,
+              loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+        """One optimiser step on batch rows `idx` (S * B,), seed-major."""
+        c, p = self.config, self.params
+        buf = self._buffers_for(n_seeds, batch, train.x.shape[1])
+        g_w1, g_b1, g_w2, g_b2 = buf["grads"]
+        x = torch.index_select(train.x, 0, idx, out=buf["x"]).view(n_seeds, batch, -1)
+        y = train.y[idx].view(n_seeds, batch, 1)
+        z1 = torch.baddbmm(p["hidden.bias"], x, p["hidden.kernel"], out=buf["z1"])
+        h = torch.clamp_min(z1, 0.0, out=buf["h"])
+        z2 = torch.baddbmm(p["output.bias"], h, p["output.kernel"], out=buf["z2"])
+        proba = torch.softmax(z2, dim=-1)
+        # Keras' running metrics, accumulated on the device to avoid a sync per step.
+        loss_sum -= proba.gather(-1, y).log_().sum(dim=(1, 2))
+        if c.l2:
+            w1 = p["hidden.kernel"].view(n_seeds, 1, -1)
+            loss_sum.add_(torch.bmm(w1, w1.transpose(1, 2)).view(-1), alpha=c.l2 * batch)
+        correct += (z2.argmax(-1, keepdim=True) == y).sum(dim=(1, 2))
+        # d(mean CE)/d logits = (softmax - onehot) / B
+        g_z2 = proba.scatter_add_(-1, y, buf["minus_one"]).mul_(1.0 / batch)
+        torch.bmm(h.transpose(1, 2), g_z2, out=g_w2)
+        torch.sum(g_z2, dim=1, keepdim=True, out=g_b2)
+        dh = torch.bmm(g_z2, p["output.kernel"].transpose(1, 2), out=buf["dh"])
+        dh.masked_fill_(z1 <= 0, 0.0)
+        # dW1 = x^T dh + 2 * l2 * W1 (baddbmm with beta would copy W1 first: slower)
+        torch.bmm(x.transpose(1, 2), dh, out=g_w1)
+        if c.l2:
+            g_w1.add_(p["hidden.kernel"], alpha=2 * c.l2)
+        torch.sum(dh, dim=1, keepdim=True, out=g_b1)
+        self.optimizer.step(buf["grads"])
+
+    def train_epoch(self, train: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over `train` for every active seed; returns Keras' epoch loss and accuracy (S,)."""
+        active = self.active
+        n_seeds, n, bs = len(active), len(train), self.config.batch_size
+        perms = torch.stack([torch.randperm(n, generator=s.generator) for s in active]).to(self.device)
+        loss_sum = torch.zeros(n_seeds, device=self.device)
+        correct = torch.zeros(n_seeds, dtype=torch.int64, device=self.device)
+        for start in range(0, n, bs):
+            idx = perms[:, start:start + bs]
+            self._step(train, idx.reshape(-1), n_seeds, idx.shape[1], loss_sum, correct)
+        return loss_sum / n, correct.double() / n
+
+    def end_epoch(self, epoch: int, train_metrics: tuple[torch.Tensor, torch.Tensor], validation: Split) -> None:
+        """Record epoch `epoch` (1-based), checkpoint, apply early stopping, drop the seeds that stopped."""
+        c = self.config
+        val_loss, val_acc = evaluate_stack(self.params, validation, c.l2)
+        rows = zip(train_metrics[0].tolist(), train_metrics[1].tolist(), val_loss.tolist(), val_acc.tolist())
+        for i, (state, (loss, acc, v_loss, v_acc)) in enumerate(zip(self._active, rows)):
+            for key, value in (("loss", loss), ("accuracy", acc), ("val_loss", v_loss), ("val_accuracy", v_acc)):
+                state.history[key].append(value)
+            if c.keep == "best_val_loss" and v_loss < state.best_val_loss:
+                state.best_val_loss, state.best_epoch = v_loss, epoch
+                state.best_params = unstack_params(self.params, i)
+            if c.early_stopping:
+                if v_acc > state.best_val_accuracy:
+                    state.best_val_accuracy, state.wait = v_acc, 0
+                else:
+                    state.wait += 1
+                    state.stopped = state.wait >= c.patience
+            if epoch >= c.max_epochs:
+                state.stopped = True
+            if state.stopped and c.keep == "final":
+                state.best_params, state.best_epoch = unstack_params(self.params, i), epoch
+        keep = [i for i, s in enumerate(self._active) if not s.stopped]
+        if len(keep) < len(self._active):
+            index = torch.tensor(keep, dtype=torch.long, device=self.device)
+            for name in PARAM_NAMES:
+                self.params[name] = self.params[name].index_select(0, index)
+            self.optimizer.params = [self.params[k] for k in PARAM_NAMES]
+            self.optimizer.keep(index)
+            self._active = [self._active[i] for i in keep]
+            self._buffers.clear()
+
+    def fit(self, train: Split, validation: Split,
+            on_epoch: Callable[[int, list[_SeedState]], None] | None = None) -> list[TrainResult]:
+        """Train until every seed has stopped; return each seed's kept weights and history."""
+        start = time.perf_counter()
+        epoch = 0
+        while self._active:
+            epoch += 1
+            metrics = self.train_epoch(train)
+            self.end_epoch(epoch, metrics, validation)
+            if on_epoch is not None:
+                on_epoch(epoch, self.states)
+        seconds = time.perf_counter() - start
+        return [
+            TrainResult(s.seed, s.best_params, s.history, len(s.history["loss"]), s.best_epoch, seconds)
+            for s in self.states
+        ]
+
+
+def train_seeds(config: TrainConfig, train: Split, validation: Split, seeds: list[int],
+                device: torch.device | str = "cpu",
+                on_epoch: Callable[[int, list[_SeedState]], None] | None = None) -> list[TrainResult]:
+    """Train one network per seed with the paper's protocol; seeds share each step."""
+    trainer = StackedTrainer(config, train.x.shape[1], seeds, torch.device(device))
+    return trainer.fit(train, validation, on_epoch)
+
+
+def reference_train_epoch(params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, train: Split,
+                          perm: torch.Tensor, config: TrainConfig) -> None:
+    """The plain way: autograd and torch.optim.RMSprop over one network (no seed axis)."""
+    for start in range(0, len(train), config.batch_size):
+        idx = perm[start:start + config.batch_size]
+        x, y = train.x[idx], train.y[idx]
+        hidden = torch.relu(x @ params["hidden.kernel"] + params["hidden.bias"])
+        logits = hidden @ params["output.kernel"] + params["output.bias"]
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        if config.l2:
+            loss = loss + config.l2 * params["hidden.kernel"].pow(2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
