@@ -12,6 +12,7 @@ that finished: `resume_run(run_dir)` does only what is missing.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
 import platform
@@ -98,9 +99,27 @@ def fit_frontend_task(run_dir: str, experiment: dict, targets: list[str], data_d
     return {"stage": f"frontend/{exp.frontend.kind}:{exp.name}", "seconds": seconds}
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Results must not depend on where a task runs: BLAS sums in a different order with more
+    threads, so every task computes on one thread (and one thread is also fastest at these sizes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_task(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, device: str,
                on_event: EventFn | None = None) -> dict:
     """Train the given seeds of one experiment together, evaluate each, write its results."""
+    with _one_thread():
+        return _train(run_dir, experiment, seeds, data_dir, device, on_event)
+
+
+def _train(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, device: str,
+           on_event: EventFn | None) -> dict:
     torch.set_flush_denormal(True)  # tiny RMSprop accumulators otherwise slow every step
     exp = Experiment.model_validate(experiment)
     start = time.perf_counter()
@@ -309,6 +328,8 @@ def resume_run(run_dir: str | Path, *, device: str = "auto", data_dir: str | Pat
     manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
     recorded = manifest.get("seeds", [])
     seeds = sorted(set(recorded) | set(seeds or recorded or [0]))
+    if data_dir is None and manifest.get("data", {}).get("source"):
+        data_dir = manifest["data"]["source"]  # finish on the data the run started with
     return _execute(run_dir, study, seeds, device, data_dir, workers, progress, on_event, command, manifest)
 
 
@@ -319,6 +340,10 @@ def _execute(run_dir: Path, study: Study, seeds: list[int], device: str, data_di
     workers = default_workers(dev) if workers is None else workers
     t0 = time.perf_counter()
     dataset = load_dataset(data_dir, download=True, progress=progress)
+    recorded = manifest.get("data", {}).get("digests")
+    if recorded and recorded != dataset.digests:
+        raise RunError(f"{run_dir} was started on other data (digests differ from those of {dataset.source}); "
+                       f"resume it with --data-dir pointing at the data it was started on")
     stages = dict(manifest.get("stages", {}))
     stages["data"] = time.perf_counter() - t0
     manifest.update({

@@ -75,6 +75,29 @@ class _SeedState:
     best_params: dict[str, torch.Tensor] | None = None
     stopped: bool = False
 
+    def record(self, epoch: int, loss: float, accuracy: float, val_loss: float, val_accuracy: float,
+               config: TrainConfig) -> bool:
+        """Log epoch `epoch` (1-based) and apply the callbacks; True when its weights are to be kept.
+
+        ModelCheckpoint(save_best_only=True) keeps the lowest val_loss; EarlyStopping(val_accuracy,
+        patience) stops once val_accuracy has not strictly improved for `patience` epochs.
+        """
+        for key, value in (("loss", loss), ("accuracy", accuracy), ("val_loss", val_loss),
+                           ("val_accuracy", val_accuracy)):
+            self.history[key].append(value)
+        keep = False
+        if config.keep == "best_val_loss" and val_loss < self.best_val_loss:
+            self.best_val_loss, keep = val_loss, True
+        if config.early_stopping:
+            if val_accuracy > self.best_val_accuracy:
+                self.best_val_accuracy, self.wait = val_accuracy, 0
+            else:
+                self.wait += 1
+                self.stopped = self.wait >= config.patience
+        if epoch >= config.max_epochs:
+            self.stopped = True
+        return keep or (self.stopped and config.keep == "final")
+
 
 def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy per seed: logits (S, N, C), y (N,) -> (S,)."""
@@ -181,20 +204,8 @@ class StackedTrainer:
         val_loss, val_acc = evaluate_stack(self.params, validation, c.l2)
         rows = zip(train_metrics[0].tolist(), train_metrics[1].tolist(), val_loss.tolist(), val_acc.tolist())
         for i, (state, (loss, acc, v_loss, v_acc)) in enumerate(zip(self._active, rows)):
-            for key, value in (("loss", loss), ("accuracy", acc), ("val_loss", v_loss), ("val_accuracy", v_acc)):
-                state.history[key].append(value)
-            if c.keep == "best_val_loss" and v_loss < state.best_val_loss:
-                state.best_val_loss, state.best_epoch = v_loss, epoch
-                state.best_params = unstack_params(self.params, i)
-            if c.early_stopping:
-                if v_acc > state.best_val_accuracy:
-                    state.best_val_accuracy, state.wait = v_acc, 0
-                else:
-                    state.wait += 1
-                    state.stopped = state.wait >= c.patience
-            if epoch >= c.max_epochs:
-                state.stopped = True
-            if state.stopped and c.keep == "final":
+            checkpoint = state.record(epoch, loss, acc, v_loss, v_acc, c)
+            if checkpoint:
                 state.best_params, state.best_epoch = unstack_params(self.params, i), epoch
         keep = [i for i, s in enumerate(self._active) if not s.stopped]
         if len(keep) < len(self._active):

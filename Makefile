@@ -1,0 +1,32 @@
+# One command for each job; each does its own set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# PyTorch comes first, pinned: an open-ended requirement with no torch installed pulls a large CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup run test test-fast bench clean
+
+$(BIN)/mnist-study: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/mnist-study
+
+run: setup            ## the paper's ten experiments, the table, and the HTML report
+	$(BIN)/mnist-study run paper
+
+test: setup           ## the whole test suite (browser tests need chromium + chromium-driver)
+	$(BIN)/python -m pytest -q
+
+test-fast: setup      ## skip the end-to-end and browser tests
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+bench: setup          ## benchmarks -> BENCHMARKS.md
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,235 @@
+"""The `mnist-study` command: a thin layer over the library.
+
+    mnist-study run                      # the paper's ten experiments, then the table and report
+    mnist-study run --seeds 5            # five seeds each: means, confidence intervals, claims
+    mnist-study run my-study.toml        # any study you write (see `mnist-study studies --help`)
+    mnist-study show runs/paper-...      # the Appendix A table of a finished run
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import DataError, RunError, StudyError
+
+app = typer.Typer(
+    help="Study how neural-network design shapes MNIST digit classification: train the paper's "
+         "networks (or your own study), look inside them, test claims over seeds, and use them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+err = Console(stderr=True)
+
+USER_ERRORS = (DataError, StudyError, RunError, FileNotFoundError, ValueError)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _fail(error: Exception) -> None:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+DATA_DIR_HELP = ("Folder holding the four MNIST-layout IDX files (gzipped or not). Default: $MNIST_STUDY_DATA, "
+                 "then ~/.cache/mnist-study/mnist, then /usr/share/datasets/mnist, else download into the cache.")
+
+
+@app.command()
+def data(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    refetch: bool = typer.Option(False, "--refetch", help="Download MNIST into the cache again, even if present."),
+) -> None:
+    """Fetch MNIST if needed, verify it, and show where it is and its SHA-256 digests."""
+    from rich.table import Table
+
+    from .datasets import MNIST_SHA256, default_cache_dir, fetch_mnist, load_dataset
+
+    try:
+        if refetch:
+            fetch_mnist(default_cache_dir(), force=True, progress=True)
+        dataset = load_dataset(data_dir, download=True, progress=True)
+    except USER_ERRORS as e:
+        _fail(e)
+    table = Table(title=f"Data in {dataset.source}")
+    table.add_column("file")
+    table.add_column("SHA-256 (uncompressed)")
+    table.add_column("MNIST's?")
+    for name, digest in dataset.digests.items():
+        table.add_row(name, digest, "[green]yes[/]" if MNIST_SHA256.get(name) == digest else "[yellow]no[/]")
+    console.print(table)
+    console.print(f"train {dataset.train_images.shape}, test {dataset.test_images.shape}; "
+                  + ("verified MNIST" if dataset.verified else "not MNIST: digests reported, not required"))
+
+
+@app.command()
+def studies() -> None:
+    """List the built-in studies, and show how to write your own."""
+    from .study import BUILTIN_STUDIES, load_study
+
+    for name in BUILTIN_STUDIES:
+        s = load_study(name)
+        console.print(f"[bold]{name}[/]: {s.description} ({len(s.experiments)} experiments, {len(s.claim)} claims)")
+    console.print("\nA study file is TOML; copy a built-in one to start:\n"
+                  "  python -c \"from importlib.resources import files; "
+                  "print(files('mnist_study.studies').joinpath('paper.toml').read_text())\" > my-study.toml\n"
+                  "then run it with [bold]mnist-study run my-study.toml[/].")
+
+
+@app.command()
+def run(
+    study: str = typer.Argument("paper", help="A built-in study (paper, paper-as-printed, quick) or a TOML study file."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Train N seeds of every experiment (seeds 0..N-1)."),
+    seed: Optional[list[int]] = typer.Option(None, "--seed", help="Train these seeds (repeatable); default 0."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto uses CUDA when PyTorch sees a GPU."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Finish an interrupted run: only what is missing is done."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory. Default: runs/<study>-<timestamp>."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+                                          help="Worker processes (one thread each). Default: one per core on the CPU, 0 = in this process."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Build report.html after training."),
+    tsne_points: str = typer.Option("10000", "--tsne-points", help="Training images in each t-SNE map: a number or 'all'."),
+) -> None:
+    """Train and evaluate every experiment of a study, then print the accuracy table and build the report.
+
+    Results go to runs/<study>-<timestamp>/ and survive interruption: rerun with --resume RUN_DIR.
+    """
+    from .runner import resume_run, run_study
+
+    seed_list = list(range(seeds)) if seeds else (list(seed) if seed else None)
+    command = " ".join(["mnist-study", *sys.argv[1:]])
+    try:
+        if resume is not None:
+            run_dir = resume_run(resume, device=device.value, data_dir=data_dir, workers=workers,
+                                 seeds=seed_list, command=command)
+        else:
+            run_dir = run_study(study, seeds=seed_list or [0], device=device.value, data_dir=data_dir, out=out,
+                                workers=workers, command=command)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: finished results are on disk; continue with "
+                  "[bold]mnist-study run --resume RUN_DIR[/]")
+        raise typer.Exit(130)
+    except USER_ERRORS as e:
+        _fail(e)
+    _show(run_dir, Format.table, per_seed=False)
+    if report:
+        _report(run_dir, tsne_points, data_dir)
+    console.print(f"\nResults: [bold]{run_dir}[/]")
+
+
+def _show(run_dir: Path, fmt: Format, per_seed: bool) -> None:
+    from .results import load_run
+    from .summary import accuracy_rows, accuracy_table, claim_rows, claims_table
+
+    run = load_run(run_dir)
+    rows, claims = accuracy_rows(run), claim_rows(run)
+    if fmt == Format.json:
+        print(json.dumps({"run": str(run_dir), "study": run.study.name, "experiments": rows, "claims": claims,
+                          "missing": run.missing()}, indent=2))
+        return
+    console.print(accuracy_table(rows, f"{run.study.name}: accuracy (%), ours beside the paper's"))
+    if per_seed:
+        for r in rows:
+            console.print(f"{r['experiment']}: " + ", ".join(
+                f"seed {s}: {tr:.2f}/{va:.2f}/{te:.2f}" for s, tr, va, te in
+                zip(r["seeds"], r["train"]["values"], r["validation"]["values"], r["test"]["values"])))
+    if claims and max(len(r["seeds"]) for r in rows) < 2:
+        console.print(f"The study states {len(claims)} claims; testing them needs at least 2 seeds "
+                      f"(e.g. mnist-study run {run.study.name} --seeds 5).")
+    elif claims:
+        console.print(claims_table(claims))
+    if run.missing():
+        console.print(f"[yellow]{len(run.missing())} experiment/seed results are missing[/]: "
+                      f"finish them with mnist-study run --resume {run_dir}")
+
+
+@app.command()
+def show(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
+    format: Format = typer.Option(Format.table, "--format", help="table for people, json for scripts."),
+    per_seed: bool = typer.Option(False, "--per-seed", help="Also list every seed's train/validation/test accuracy."),
+) -> None:
+    """Print a run's accuracy table (Appendix A), mean ± 95% CI over seeds, and the claims' verdicts."""
+    try:
+        _show(run_dir, format, per_seed)
+    except USER_ERRORS as e:
+        _fail(e)
+
+
+def _report(run_dir: Path, tsne_points: str, data_dir: Optional[Path]) -> None:
+    from .report import build_report
+
+    points = "all" if tsne_points == "all" else int(tsne_points)
+    path = build_report(run_dir, tsne_points=points, data_dir=data_dir)
+    console.print(f"Report: [bold]{path}[/]")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
+    tsne_points: str = typer.Option("10000", "--tsne-points", help="Training images in each t-SNE map: a number or 'all'."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+) -> None:
+    """(Re)build RUN_DIR/report.html from the saved results, without retraining."""
+    try:
+        _report(run_dir, tsne_points, data_dir)
+    except USER_ERRORS as e:
+        _fail(e)
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="First run directory (A)."),
+    run_b: Path = typer.Argument(..., help="Second run directory (B)."),
+    split: str = typer.Option("test", "--split", help="train, validation, test or all."),
+    method: str = typer.Option("welch", "--method", help="welch (Welch's t-test) or bootstrap."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help="Family-wise error rate (Holm)."),
+    format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Do two runs differ? Experiment by experiment, with confidence intervals and Holm's correction."""
+    from rich.table import Table
+
+    from .compare import compare_values
+    from .results import load_run
+
+    try:
+        a, b = load_run(run_a), load_run(run_b)
+        splits = None if split == "all" else [split]
+        rows = compare_values(a.accuracy_table(), b.accuracy_table(), alpha=alpha, method=method, splits=splits)
+    except USER_ERRORS as e:
+        _fail(e)
+    if format == Format.json:
+        print(json.dumps([{"experiment": c.experiment, "split": c.split, "mean_a": c.a.mean, "mean_b": c.b.mean,
+                           "difference": c.difference, "ci": [c.ci_low, c.ci_high], "p": c.p_value,
+                           "p_holm": c.p_holm, "verdict": c.verdict} for c in rows], indent=2))
+        return
+    table = Table(title=f"A = {run_a}   B = {run_b}   ({method}, Holm at alpha = {alpha})")
+    for col in ("experiment", "split", "A mean", "B mean", "A − B", "95% CI", "p (Holm)", "verdict"):
+        table.add_column(col)
+    for c in rows:
+        table.add_row(c.experiment, c.split, f"{c.a.mean:.2f}", f"{c.b.mean:.2f}", f"{c.difference:+.2f}",
+                      f"{c.ci_low:+.2f} … {c.ci_high:+.2f}", f"{c.p_holm:.3g}", c.verdict)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,117 @@
+"""The run's headline numbers: the Appendix A table, with uncertainty, and the claims' verdicts.
+
+Plain data first (`accuracy_rows`, `claim_rows`), rendering second (`accuracy_table`), so the
+CLI's `show`, its JSON output and the HTML report all read the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from .claims import evaluate_claims
+from .results import SPLITS, RunResults
+from .stats import summarize
+
+
+def accuracy_rows(run: RunResults, confidence: float = 0.95) -> list[dict]:
+    """One row per experiment: per split mean / std / CI over seeds (percent), reference, epochs, time."""
+    rows = []
+    for e in run.experiments:
+        results = run.results(e.name)
+        row = {"experiment": e.name, "title": e.title, "hidden": e.hidden, "frontend": e.frontend.kind,
+               "seeds": [r.seed for r in results]}
+        for split in SPLITS:
+            values = [r.accuracy(split) for r in results]
+            s = summarize(values, confidence) if values else None
+            ref = getattr(e.reference, split) if e.reference else None
+            row[split] = {
+                "values": values,
+                "mean": s.mean if s else None,
+                "std": None if not s or math.isnan(s.std) else s.std,
+                "ci": None if not s or math.isnan(s.ci_low) else [s.ci_low, s.ci_high],
+                "reference": ref,
+                "difference": (s.mean - ref) if s and ref is not None else None,
+            }
+        row["epochs"] = [r.metrics["epochs_run"] for r in results]
+        row["train_seconds"] = [r.metrics["train_seconds"] for r in results]
+        rows.append(row)
+    return rows
+
+
+def claim_rows(run: RunResults, alpha: float = 0.05) -> list[dict]:
+    """Each claim of the study with its verdict and the numbers behind every check."""
+    table = run.accuracy_table()
+    if not run.study.claim or not table:
+        return []
+    names = {e for e, _ in table}
+    usable = [c for c in run.study.claim if all(t in names for t in _experiments_of(c))]
+    return [
+        {"name": v.claim.name, "text": v.claim.text, "verdict": v.verdict,
+         "checks": [{"check": c.text, "verdict": c.verdict, "explanation": c.explanation, "reason": c.reason}
+                    for c in v.checks]}
+        for v in evaluate_claims(usable, table, alpha=alpha)
+    ]
+
+
+def _experiments_of(claim) -> set[str]:
+    found = set()
+    for check in claim.parsed_checks:
+        for term in (check.left, check.right):
+            if term.experiment:
+                found.add(term.experiment)
+    return found
+
+
+def _cell(split: dict, digits: int = 1) -> str:
+    if split["mean"] is None:
+        return "—"
+    text = f"{split['mean']:.{digits}f}"
+    if split["ci"] is not None:
+        half = (split["ci"][1] - split["ci"][0]) / 2
+        text += f" ± {half:.{digits}f}"
+    return text
+
+
+def accuracy_table(rows: list[dict], title: str = "Accuracy (%)") -> Table:
+    """Rich table: ours beside the paper's figure per split, then epochs and training time."""
+    several = any(len(r["seeds"]) > 1 for r in rows)
+    table = Table(title=title + (" — mean ± 95% CI half-width over seeds" if several else ""))
+    table.add_column("experiment")
+    table.add_column("inputs", style="dim")
+    table.add_column("H", justify="right")
+    for split in SPLITS:
+        table.add_column(f"{split}", justify="right")
+        table.add_column("paper", justify="right", style="dim")
+        table.add_column("Δ", justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("time (s)", justify="right")
+    table.add_column("seeds", justify="right")
+    for r in rows:
+        cells = [r["experiment"], r["frontend"], str(r["hidden"])]
+        for split in SPLITS:
+            s = r[split]
+            cells.append(_cell(s, 2))
+            cells.append("—" if s["reference"] is None else f"{s['reference']:.1f}")
+            d = s["difference"]
+            cells.append("—" if d is None else f"[{'green' if abs(d) <= 2 else 'yellow'}]{d:+.2f}[/]")
+        epochs = r["epochs"]
+        cells.append("—" if not epochs else (str(epochs[0]) if len(epochs) == 1 else f"{min(epochs)}–{max(epochs)}"))
+        cells.append("—" if not r["train_seconds"] else f"{sum(r['train_seconds']) / len(r['train_seconds']):.1f}")
+        cells.append(str(len(r["seeds"])))
+        table.add_row(*cells)
+    return table
+
+
+def claims_table(claims: list[dict]) -> Table:
+    colour = {"supported": "green", "contradicted": "red", "not resolved": "yellow"}
+    table = Table(title="The paper's claims, tested over seeds")
+    table.add_column("claim")
+    table.add_column("verdict")
+    table.add_column("evidence")
+    for c in claims:
+        evidence = "\n".join(f"{ch['check']}: {ch['verdict']} — {ch['explanation'] or ch['reason']}"
+                             for ch in c["checks"])
+        table.add_row(c["text"], f"[{colour.get(c['verdict'], 'white')}]{c['verdict']}[/]", evidence)
+    return table
