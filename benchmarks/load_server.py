@@ -4,7 +4,7 @@
     python benchmarks/load_server.py RUN_DIR --clients 1 10 50     # starts its own server
     python benchmarks/load_server.py --clients 1 10 50             # trains a quick network first
 
-Each client posts, back to back, what the drawing page posts: a 280x280 PNG drawing (an MNIST test
+Each client (a keep-alive connection) posts, back to back, what the drawing page posts: a 280x280 PNG drawing (an MNIST test
 digit, dark on white) as multipart; `--payload json` posts 28x28 pixels instead. Reports requests/s,
 p50 and p99 latency, and errors (any answer but 200, or a failed connection). A server this script
 starts runs in its own process (so the client's Python does not share its GIL), but on a small
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -59,50 +61,84 @@ def server_process(run_dir: Path, port: int):
         process.wait(timeout=10)
 
 
-def payloads(data_dir: str | None, kind: str, n: int = 64) -> list[dict]:
-    """Request bodies (httpx keyword arguments) built from MNIST test digits."""
+def payloads(data_dir: str | None, kind: str, n: int = 64) -> list[tuple[str, bytes]]:
+    """(content type, body) pairs built from MNIST test digits."""
     from PIL import Image
 
     from mnist_study.datasets import load_dataset
 
     images = load_dataset(data_dir, download=False, progress=False).test_images[:n]
     if kind == "json":
-        return [{"json": {"pixels": (im / 255.0).round(3).tolist()}} for im in images]
+        return [("application/json", json.dumps({"pixels": (im / 255.0).round(3).tolist()}).encode()) for im in images]
     bodies = []
     for im in images:
         buffer = io.BytesIO()
         Image.fromarray(255 - im).resize((280, 280), Image.Resampling.BICUBIC).save(buffer, format="PNG")
-        bodies.append({"files": {"image": ("drawing.png", buffer.getvalue(), "image/png")}})
+        boundary = "mnist-study-load-test"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"drawing.png\"\r\n"
+                f"Content-Type: image/png\r\n\r\n").encode() + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+        bodies.append((f"multipart/form-data; boundary={boundary}", body))
     return bodies
 
 
-async def load(url: str, clients: int, seconds: float, bodies: list[dict], model: str | None) -> dict:
+def raw_request(host: str, path: str, content_type: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response with a Content-Length body; return its status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:]) if k.lower() == "content-length")
+    await reader.readexactly(length)
+    return int(lines[0].split()[1])
+
+
+async def load(url: str, clients: int, seconds: float, bodies: list[tuple[str, bytes]], model: str | None) -> dict:
+    """`clients` keep-alive connections, each posting back to back for `seconds`.
+
+    A bare asyncio HTTP/1.1 client rather than httpx: at 50 connections httpx's own overhead
+    costs more CPU than the server's work, and client and server share the machine's cores.
+    """
+    parts = urlsplit(url)
+    path = "/api/predict" + (f"?model={model}" if model else "")
+    requests = [raw_request(parts.netloc, path, ctype, body) for ctype, body in bodies]
     latencies: list[float] = []
     errors = 0
-    params = {"model": model} if model else {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        for body in bodies[:4]:  # warm up the connection pool and the server
-            await http.post("/api/predict", params=params, **body)
-        stop = time.perf_counter() + seconds
+    stop = 0.0
 
-        async def client(k: int) -> None:
-            nonlocal errors
+    async def client(k: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(requests[k % len(requests)])  # warm-up request, not counted
+            await read_response(reader)
+            await ready.wait()
             i = k
             while time.perf_counter() < stop:
                 start = time.perf_counter()
                 try:
-                    answer = await http.post("/api/predict", params=params, **bodies[i % len(bodies)])
-                    ok = answer.status_code == 200
-                except httpx.HTTPError:
+                    writer.write(requests[i % len(requests)])
+                    ok = await read_response(reader) == 200
+                except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
                     ok = False
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
                 latencies.append(time.perf_counter() - start)
                 errors += not ok
                 i += clients
+        finally:
+            writer.close()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(client(k) for k in range(clients)))
-        elapsed = time.perf_counter() - start
+    ready = asyncio.Event()
+    tasks = [asyncio.create_task(client(k)) for k in range(clients)]
+    await asyncio.sleep(0.5)  # let every client connect and warm up
+    start = time.perf_counter()
+    stop = start + seconds
+    ready.set()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
     ms = 1000 * np.array(latencies)
     return {"clients": clients, "requests": len(ms), "rps": len(ms) / elapsed,
             "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "errors": errors}

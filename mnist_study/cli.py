@@ -231,5 +231,59 @@ def compare(
     console.print(table)
 
 
+class PredictFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
+    images: list[Path] = typer.Argument(..., help="Image files, or folders (searched recursively for .png, .jpg, ...)."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", "-e",
+                                             help="Experiment whose network answers. Default: best mean validation accuracy."),
+    format: PredictFormat = typer.Option(PredictFormat.table, "--format", help="table for people; csv or json for scripts."),
+    show_input: Optional[Path] = typer.Option(None, "--show-input",
+                                              help="Save the 28x28 image the network saw for each file, as PNG, in this folder."),
+) -> None:
+    """Read digits from photos, scans or drawings, preprocessed the way MNIST's digits were.
+
+    Each image is made greyscale, inverted when the paper is light, cropped to the ink, scaled to fit 20x20 and centred by its centre of mass in 28x28; then the network gives every class a probability.
+    """
+    from rich.markup import escape
+
+    from .predict import as_table, predict_files, render
+
+    try:
+        rows = predict_files(run_dir, images, experiment=experiment, show_input=show_input)
+    except USER_ERRORS as e:
+        _fail(e)
+    if format is PredictFormat.table:
+        console.print(as_table(rows))
+        for row in rows:
+            if not row.ok:
+                err.print(f"[red]{escape(row.error)}[/]", highlight=False)
+    else:
+        sys.stdout.write(render(rows, format.value))
+    if not all(row.ok for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on; 0.0.0.0 opens it to your network."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+) -> None:
+    """Serve a page to draw digits and watch every network answer as you draw, plus a JSON API (docs at /docs)."""
+    from .serve import serve as serve_app
+
+    try:
+        serve_app(run_dir, host=host, port=port)
+    except USER_ERRORS as e:
+        _fail(e)
+
+
 if __name__ == "__main__":
     app()

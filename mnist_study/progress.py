@@ -19,9 +19,13 @@ class TrainingProgress:
         for fit, _ in plan.frontends:
             self.tasks[("frontend", fit.name)] = self.progress.add_task(
                 f"fit {fit.frontend.kind} ({fit.name})", total=1, status="waiting")
-        for exp, missing in sorted(plan.training, key=lambda t: study.experiments.index(t[0])):
-            self.tasks[("train", exp.name)] = self.progress.add_task(
-                f"train {exp.name} (H={exp.hidden})", total=len(missing), status="waiting")
+        missing: dict[str, int] = {}
+        for exp, seeds_of_task in plan.training:
+            missing[exp.name] = missing.get(exp.name, 0) + len(seeds_of_task)
+        for exp in study.experiments:
+            if exp.name in missing:
+                self.tasks[("train", exp.name)] = self.progress.add_task(
+                    f"train {exp.name} (H={exp.hidden})", total=missing[exp.name], status="waiting")
 
     def start(self) -> None:
         self.progress.start()

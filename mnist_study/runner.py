@@ -192,6 +192,18 @@ def _device_name(device: torch.device) -> str:
 
 # ---------------------------------------------------------------- planning and scheduling
 
+# Narrow networks are all per-step overhead, which seeds stacked in one step share; wide ones are
+# all matrix products, which stacking does not shrink, so their seeds run as separate tasks that
+# spread over the workers (benchmarks/epoch_speed.py measures both).
+STACK_SEEDS_BELOW_WIDTH = 64
+
+
+def _cost(e: Experiment) -> float:
+    """Rough relative cost of one seed: per-step overhead plus the matrix products."""
+    epochs = e.max_epochs if not e.early_stopping else min(e.max_epochs, 10)
+    return epochs * (1.0 + e.hidden / 50)
+
+
 @dataclass
 class _Plan:
     frontends: list[tuple[Experiment, list[str]]]      # (fitting experiment, experiments that share it)
@@ -207,9 +219,15 @@ def _plan(study: Study, seeds: list[int], run_dir: Path) -> _Plan:
         missing = [e.name for e in group if not (experiment_dir(run_dir, e.name) / "frontend.json").is_file()]
         if missing:
             frontends.append((group[0], missing))
-    training = [(e, [s for s in seeds if not is_finished(run_dir, e.name, s)]) for e in study.experiments]
+    training = []
+    for e in study.experiments:
+        missing = [s for s in seeds if not is_finished(run_dir, e.name, s)]
+        if e.hidden < STACK_SEEDS_BELOW_WIDTH:
+            training += [(e, missing)] if missing else []
+        else:
+            training += [(e, [s]) for s in missing]
     # Longest first, so the widest networks do not start last and leave a core idle.
-    training = sorted([t for t in training if t[1]], key=lambda t: -t[0].hidden * len(t[1]))
+    training.sort(key=lambda t: -_cost(t[0]) * len(t[1]))
     return _Plan(frontends, training)
 
 
@@ -225,34 +243,44 @@ def _run_tasks(plan: _Plan, run_dir: Path, data_dir: str, device: torch.device, 
     if workers <= 1:
         for fit, names in plan.frontends:
             r = fit_frontend_task(str(run_dir), fit.model_dump(mode="json"), names, data_dir, on_event or _noop)
-            stages[r["stage"]] = r["seconds"]
+            stages[r["stage"]] = stages.get(r["stage"], 0.0) + r["seconds"]
         for exp, seeds in ready + blocked:
             r = train_task(str(run_dir), exp.model_dump(mode="json"), seeds, data_dir, dev, on_event or _noop)
-            stages[r["stage"]] = r["seconds"]
+            stages[r["stage"]] = stages.get(r["stage"], 0.0) + r["seconds"]
         return stages
 
+    # Our own queue instead of the pool's FIFO: at most one task per worker is in flight, and a
+    # free worker takes the costliest task that can run now, so the front-ends go first and a
+    # PCA experiment unblocked late still runs before cheap raw-pixel ones.
+    queue = [("frontend", fit, names) for fit, names in plan.frontends] + [("train", e, s) for e, s in ready]
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     events = ctx.Queue()
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(events, 1)) as pool:
-        pending: dict[cf.Future, str] = {}
-        for fit, names in plan.frontends:
-            pending[pool.submit(fit_frontend_task, str(run_dir), fit.model_dump(mode="json"), names, data_dir)] = fit.name
-        for exp, seeds in ready:
-            pending[pool.submit(train_task, str(run_dir), exp.model_dump(mode="json"), seeds, data_dir, dev)] = exp.name
+        pending: set[cf.Future] = set()
+
+        def submit_next() -> None:
+            while queue and len(pending) < workers:
+                kind, exp, arg = queue.pop(0)
+                task = fit_frontend_task if kind == "frontend" else train_task
+                extra = () if kind == "frontend" else (dev,)
+                pending.add(pool.submit(task, str(run_dir), exp.model_dump(mode="json"), arg, data_dir, *extra))
+
         try:
+            submit_next()
             while pending:
                 done, _ = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
                 _drain(events, on_event)
                 for future in done:
-                    pending.pop(future)
+                    pending.discard(future)
                     r = future.result()  # re-raises a worker's error here
-                    stages[r["stage"]] = r["seconds"]
+                    stages[r["stage"]] = stages.get(r["stage"], 0.0) + r["seconds"]
                     if r["stage"].startswith("frontend/"):
                         fitted = r["stage"].split(":", 1)[1]
-                        for exp, seeds in [t for t in blocked if waiting_for[t[0].name] == fitted]:
-                            blocked.remove((exp, seeds))
-                            pending[pool.submit(train_task, str(run_dir), exp.model_dump(mode="json"),
-                                                seeds, data_dir, dev)] = exp.name
+                        unblocked = [t for t in blocked if waiting_for[t[0].name] == fitted]
+                        blocked[:] = [t for t in blocked if t not in unblocked]
+                        queue.extend(("train", e, s) for e, s in unblocked)
+                        queue.sort(key=lambda t: (t[0] != "frontend", -_cost(t[1]) * len(t[2])))
+                submit_next()
             _drain(events, on_event)
         except BaseException:
             for future in pending:

@@ -49,10 +49,16 @@ def claim_rows(run: RunResults, alpha: float = 0.05) -> list[dict]:
     usable = [c for c in run.study.claim if all(t in names for t in _experiments_of(c))]
     return [
         {"name": v.claim.name, "text": v.claim.text, "verdict": v.verdict,
-         "checks": [{"check": c.text, "verdict": c.verdict, "explanation": c.explanation, "reason": c.reason}
+         "checks": [{"check": c.text, "verdict": c.verdict, "difference": _num(c.difference),
+                     "ci": None if math.isnan(c.ci_low) else [c.ci_low, c.ci_high], "p_holm": _num(c.p_holm),
+                     "explanation": c.explanation, "reason": c.reason}
                     for c in v.checks]}
         for v in evaluate_claims(usable, table, alpha=alpha)
     ]
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else x
 
 
 def _experiments_of(claim) -> set[str]:
@@ -104,14 +110,29 @@ def accuracy_table(rows: list[dict], title: str = "Accuracy (%)") -> Table:
     return table
 
 
+MARKS = {"supported": "[green]✓[/]", "contradicted": "[red]✗[/]", "not resolved": "[yellow]?[/]"}
+
+
+def _evidence(check: dict) -> str:
+    """One line per check: mark, the check, the difference with its CI and Holm's p."""
+    line = f"{MARKS.get(check['verdict'], '?')} {check['check']}"
+    if check["ci"] is not None:
+        line += f": {check['difference']:+.2f} [{check['ci'][0]:+.2f}, {check['ci'][1]:+.2f}]"
+        if check["p_holm"] is not None:
+            line += f" p={check['p_holm']:.2g}"
+    elif check["reason"]:
+        line += f": {check['reason']}"
+    return line
+
+
 def claims_table(claims: list[dict]) -> Table:
     colour = {"supported": "green", "contradicted": "red", "not resolved": "yellow"}
-    table = Table(title="The paper's claims, tested over seeds")
+    table = Table(title="Claims, tested over seeds (✓ supported, ✗ contradicted, ? not resolved; "
+                        "difference in points [95% CI], Holm-adjusted p)")
     table.add_column("claim")
     table.add_column("verdict")
     table.add_column("evidence")
     for c in claims:
-        evidence = "\n".join(f"{ch['check']}: {ch['verdict']} — {ch['explanation'] or ch['reason']}"
-                             for ch in c["checks"])
+        evidence = "\n".join(_evidence(ch) for ch in c["checks"])
         table.add_row(c["text"], f"[{colour.get(c['verdict'], 'white')}]{c['verdict']}[/]", evidence)
     return table

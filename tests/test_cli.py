@@ -59,3 +59,20 @@ def test_compare_two_runs(tiny_run):
     rows = json.loads(result.output)
     assert {r["experiment"] for r in rows} == {"raw8", "pca8", "forest8"}
     assert all(r["difference"] == 0 for r in rows)
+
+
+def test_predict_files_as_json(tmp_path, tiny_run):
+    from PIL import Image
+
+    from conftest import synthetic_digits
+
+    images, labels = synthetic_digits(4, seed=5)
+    for i, image in enumerate(images):
+        Image.fromarray(255 - image).resize((112, 112)).save(tmp_path / f"digit{i}.png")  # dark ink on white
+    (tmp_path / "notes.png").write_bytes(b"not an image at all")
+    result = runner.invoke(app, ["predict", str(tiny_run), str(tmp_path), "--format", "json", "-e", "raw8"])
+    assert result.exit_code == 1  # one file failed; the others are still answered
+    rows = json.loads(result.stdout)
+    good = [r for r in rows if r["digit"] is not None]
+    assert len(good) == 4
+    assert any("notes.png" in json.dumps(r) for r in rows)

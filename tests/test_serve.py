@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 with warnings.catch_warnings():  # Starlette's TestClient prefers httpx2; httpx is what we have
     warnings.simplefilter("ignore")
@@ -246,7 +246,7 @@ def live_server(run_dir):
 @pytest.mark.browser
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium and chromedriver are needed")
 def test_drawing_shows_prediction_and_activations(live_server, tmp_path):
-    selenium = pytest.importorskip("selenium")
+    pytest.importorskip("selenium")
     from selenium import webdriver
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

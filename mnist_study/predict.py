@@ -1,0 +1,171 @@
+"""Classify image files with a trained network: the logic behind `mnist-study predict`.
+
+    mnist-study predict runs/paper-20260101-120000 photos/ seven.jpg --format csv
+    mnist-study predict runs/paper-20260101-120000 photos/ --experiment exp6 --show-input seen/
+
+Folders are searched recursively for image files. Each file is preprocessed MNIST-style (see
+`preprocess`); a file that cannot be used gets a row with its error, and the others go on.
+
+Example
+-------
+>>> from mnist_study.predict import predict_files, render
+>>> rows = predict_files("runs/paper-20260101-120000", ["photos/"])
+>>> print(render(rows, "table"))
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .classifier import DigitClassifier, load_classifier
+from .io import atomic_path
+from .preprocess import IMAGE_EXTENSIONS, ImageError, preprocess, to_png
+
+FORMATS = ("table", "csv", "json")
+
+
+@dataclass
+class Prediction:
+    """One file's result: the digit and all ten probabilities, or why there are none."""
+
+    file: str
+    digit: int | None = None
+    probabilities: list[float] | None = None  # 10 values summing to 1
+    error: str | None = None
+    shown_input: str | None = None  # where the 28x28 image the network saw was saved
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def confidence(self) -> float | None:
+        return None if self.probabilities is None else self.probabilities[self.digit]
+
+    def as_dict(self) -> dict:
+        return {"file": self.file, "digit": self.digit, "confidence": self.confidence,
+                "probabilities": self.probabilities, "error": self.error, "shown_input": self.shown_input}
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the image files inside folders (recursively, sorted); order kept, no repeats.
+
+    A path that does not exist is kept, so that its error is reported in its row.
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def _unique_png_name(path: Path, taken: set[str]) -> str:
+    name, k = f"{path.stem}.png", 1
+    while name in taken:
+        name, k = f"{path.stem}-{k}.png", k + 1
+    taken.add(name)
+    return name
+
+
+def predict_with(classifier: DigitClassifier, paths: Iterable[str | Path],
+                 show_input: str | Path | None = None) -> list[Prediction]:
+    """`predict_files` with a classifier already loaded."""
+    files = expand_paths(paths)
+    rows = [Prediction(file=str(f)) for f in files]
+    inputs: list[np.ndarray] = []
+    good: list[int] = []
+    for i, path in enumerate(files):
+        try:
+            inputs.append(preprocess(path))
+            good.append(i)
+        except ImageError as error:
+            rows[i].error = str(error)
+    if good:
+        proba = classifier.predict_proba(np.stack(inputs))
+        for i, p in zip(good, proba):
+            rows[i].digit = int(p.argmax())
+            rows[i].probabilities = [round(float(v), 6) for v in p]
+    if show_input is not None and good:
+        folder = Path(show_input)
+        folder.mkdir(parents=True, exist_ok=True)
+        taken: set[str] = set()
+        for i, image in zip(good, inputs):
+            target = folder / _unique_png_name(files[i], taken)
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(to_png(image))
+            rows[i].shown_input = str(target)
+    return rows
+
+
+def predict_files(run_dir: str | Path, paths: Iterable[str | Path], experiment: str | None = None,
+                  show_input: str | Path | None = None, seed: int | None = None) -> list[Prediction]:
+    """Classify image files (and the images in folders) with a network of `run_dir`.
+
+    Parameters
+    ----------
+    run_dir : a run directory; experiment, seed : which network (default: best on validation).
+    paths : files and folders.
+    show_input : folder to save, as `<file stem>.png`, the 28x28 image the network saw.
+
+    Returns
+    -------
+    One `Prediction` per file, in order; unreadable files carry `error` instead of a digit.
+    """
+    return predict_with(load_classifier(run_dir, experiment, seed), paths, show_input)
+
+
+def render(predictions: list[Prediction], fmt: str = "table") -> str:
+    """The rows as a Rich table (plain text), CSV (file, digit, p0..p9, error) or JSON (a list)."""
+    if fmt == "json":
+        return json.dumps([p.as_dict() for p in predictions], indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["file", "digit", *(f"p{d}" for d in range(10)), "error"])
+        for p in predictions:
+            probs = [f"{v:.6f}" for v in p.probabilities] if p.probabilities else [""] * 10
+            writer.writerow([p.file, "" if p.digit is None else p.digit, *probs, p.error or ""])
+        return buffer.getvalue()
+    if fmt == "table":
+        return _table(predictions)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def as_table(predictions: list[Prediction]):
+    """A Rich table of the readable files: file, digit, and each digit's probability in percent."""
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold", caption="probability of each digit, %  (. below 0.5)")
+    table.add_column("file", overflow="fold")
+    table.add_column("digit", justify="center")
+    for d in range(10):
+        table.add_column(str(d), justify="right")
+    for p in predictions:
+        if p.ok:
+            cells = [f"[bold]{100 * v:.0f}[/bold]" if d == p.digit else ("." if v < 0.005 else f"{100 * v:.0f}")
+                     for d, v in enumerate(p.probabilities)]
+            table.add_row(p.file, f"[bold]{p.digit}[/bold]", *cells)
+    return table
+
+
+def _table(predictions: list[Prediction]) -> str:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=140, color_system=None, force_terminal=False)
+    if any(p.ok for p in predictions):
+        console.print(as_table(predictions))
+    failed = [p for p in predictions if not p.ok]
+    if failed:
+        console.print(f"{len(failed)} of {len(predictions)} file(s) could not be classified:", markup=False)
+        for p in failed:
+            console.print(f"  {p.error}", markup=False, soft_wrap=True)
+    return console.file.getvalue()

@@ -1,0 +1,259 @@
+"""Turn any picture of a digit into the 28x28 input an MNIST network expects.
+
+MNIST's own recipe (http://yann.lecun.com/exdb/mnist/): each digit was "size normalized to fit in a
+20x20 pixel box while preserving their aspect ratio", anti-aliased, then "centered in a 28x28 image
+by computing the center of mass of the pixels, and translating the image so as to position this
+point at the center of the 28x28 field". On the training set the centre of mass lies within half
+a pixel of (14, 14) in row/column index coordinates, so the translation is by whole pixels.
+
+Steps, for a photo, a scan or a canvas drawing:
+
+1. read it (PIL image, numpy array, path or bytes), refusing non-images and decompression bombs;
+2. greyscale in [0, 1] (transparent pixels become paper), inverted when the border is light, so
+   that ink is bright on a dark background as in MNIST;
+3. subtract the paper level, stretch the ink to full scale, and crop to the bounding box of the
+   pixels above a small threshold (which ignores paper texture and JPEG noise);
+4. scale to fit 20x20 keeping the aspect ratio (Lanczos, antialiased), and paste it into 28x28 so
+   that its centre of mass lands on pixel (14, 14).
+
+Example
+-------
+>>> from mnist_study.preprocess import preprocess
+>>> x = preprocess("my_digit.jpg")        # float32 (28, 28) in [0, 1], white ink on black
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SIZE = 28  # side of the network's input
+BOX = 20  # side of the box the digit is scaled to fit
+CENTRE = 14.0  # where MNIST puts the centre of mass (row and column, index coordinates)
+INK_THRESHOLD = 0.2  # fraction of full ink below which a pixel counts as paper for the bounding box
+MIN_CONTRAST = 0.08  # ink must stand this far above the paper level, else there is no digit
+MAX_PIXELS = 25_000_000  # larger images are refused (5000 x 5000, a 25-megapixel photo)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
+
+ImageSource = Union[Image.Image, np.ndarray, str, Path, bytes, bytearray]
+
+
+class ImageError(ValueError):
+    """A file or upload cannot be used as a digit image: not an image, unreadable, or too large."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than allowed: a decompression bomb, or a photo to shrink first."""
+
+
+class NoDigitError(ImageError):
+    """The image holds no ink: it is blank, or its contrast is too low to find a digit."""
+
+
+def _describe(source: object) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray)):
+        return f"the uploaded data ({len(source):,} bytes)"
+    return "the image"
+
+
+def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open `source` as a PIL image (first frame, EXIF orientation applied), with limits.
+
+    Raises
+    ------
+    ImageError
+        When the file is missing or not an image, or has more than `max_pixels` pixels (checked
+        from the header, before anything is decoded).
+    """
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        name = _describe(source)
+        stream = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
+        try:
+            # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; make both an error, and
+            # apply our own (lower) limit from the header, before anything is decoded.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(stream) as opened:
+                    width, height = opened.size
+                    if width * height > max_pixels:
+                        raise ImageTooLargeError(f"{name}: refused, {width}x{height} pixels is more than the limit "
+                                         f"of {max_pixels:,} (a decompression bomb, or a photo to shrink first)")
+                    opened.load()
+                    image = ImageOps.exif_transpose(opened)  # a decoded copy, independent of the file
+        except ImageError:
+            raise
+        except FileNotFoundError:
+            raise ImageError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise ImageError(f"{name}: is a folder, not an image") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageTooLargeError(f"{name}: refused, the image is too large to decode safely ({error})") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as error:  # unreadable, truncated or corrupt
+            raise ImageError(f"{name}: cannot be read ({error})") from None
+    if image.width * image.height > max_pixels:
+        raise ImageTooLargeError(f"{_describe(source)}: refused, {image.width}x{image.height} pixels is more "
+                         f"than the limit of {max_pixels:,}")
+    if image.width == 0 or image.height == 0:
+        raise NoDigitError(f"{_describe(source)}: the image is empty (0 pixels)")
+    return image
+
+
+def to_grey(image: Image.Image) -> np.ndarray:
+    """Greyscale float32 (H, W) in [0, 1]; transparent pixels are composited onto paper.
+
+    The paper colour for transparency is the opposite of the opaque pixels' mean, so dark ink on a
+    transparent background (a typical drawing export) lands on white, and light ink on black.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        grey = np.asarray(image, dtype=np.float32)
+        top = 1.0 if image.mode == "F" and grey.max(initial=0) <= 1 else (255.0 if grey.max(initial=0) <= 255 else 65535.0)
+        return np.clip(grey / top, 0, 1)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if not has_alpha:  # PIL's convert("L") is ITU-R 601-2 luma, computed on uint8: a quarter the memory
+        return np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255)
+    la = np.asarray(image.convert("LA"), dtype=np.float32) / np.float32(255)
+    grey, alpha = la[..., 0], la[..., 1]
+    opaque = alpha > 0.5
+    ink_level = grey[opaque].mean() if opaque.any() else 0.0
+    paper = 1.0 if ink_level < 0.5 else 0.0
+    return (grey * alpha + paper * (1 - alpha)).astype(np.float32)
+
+
+def as_grey(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Any accepted source -> greyscale float32 (H, W) in [0, 1]."""
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.ndim == 3 and array.shape[-1] in (3, 4):
+            if array.dtype == np.uint8:
+                return to_grey(Image.fromarray(array))
+            array = array[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if array.ndim != 2:
+            raise ImageError(f"expected an image array of shape (H, W) or (H, W, 3|4), got {source.shape}")
+        if array.size > max_pixels:
+            raise ImageTooLargeError(f"refused, {array.shape[1]}x{array.shape[0]} pixels is more than the limit of {max_pixels:,}")
+        if array.size == 0:
+            raise NoDigitError("the image is empty (0 pixels)")
+        if array.dtype == np.uint8:
+            return array.astype(np.float32) / 255
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise ImageError("the image array holds NaN or infinite values")
+        if array.min() < 0 or array.max() > 1:
+            raise ImageError(f"a float image array must lie in [0, 1]; got values in [{array.min():g}, "
+                             f"{array.max():g}] (pass uint8 for 0-255)")
+        return array
+    return to_grey(load_image(source, max_pixels))
+
+
+def _border(grey: np.ndarray) -> np.ndarray:
+    """The outer ring of pixels, about 3% of the shorter side wide (at least one pixel)."""
+    k = max(1, round(0.03 * min(grey.shape)))
+    return np.concatenate([grey[:k].ravel(), grey[-k:].ravel(), grey[:, :k].ravel(), grey[:, -k:].ravel()])
+
+
+def majority_3x3(mask: np.ndarray) -> np.ndarray:
+    """A 3x3 median filter of a boolean mask: True where at least 5 of the 9 pixels are (edges padded False)."""
+    padded = np.pad(mask, 1).astype(np.uint8)
+    h, w = mask.shape
+    count = sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+    return count >= 5
+
+
+def ink_bounding_box(ink: np.ndarray, threshold: float = INK_THRESHOLD) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right), bottom/right exclusive, of pixels above `threshold`; None if none.
+
+    On large images, isolated specks (dust, JPEG artefacts) are ignored by taking the box of a 3x3
+    median-filtered mask, as long as that still leaves some ink.
+    """
+    mask = ink > threshold
+    if min(ink.shape) >= 64:
+        smooth = majority_3x3(mask)
+        if smooth.any():
+            mask = smooth
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    """(row, column) of the intensity-weighted mean position, in index coordinates."""
+    total = image.sum()
+    rows = np.arange(image.shape[0], dtype=np.float64)
+    cols = np.arange(image.shape[1], dtype=np.float64)
+    return float(image.sum(axis=1) @ rows / total), float(image.sum(axis=0) @ cols / total)
+
+
+def preprocess(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """MNIST-style input from any digit image.
+
+    Parameters
+    ----------
+    source : PIL image, numpy array, path or bytes
+        Any size, colour or greyscale, dark ink on light paper or light ink on dark. A numpy array
+        is (H, W), (H, W, 3) or (H, W, 4), uint8 0-255 or float in [0, 1].
+    max_pixels : int
+        Larger images are refused.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (28, 28)
+        Ink in [0, 1] on a 0 background, the digit fitted to 20x20 and centred by mass.
+
+    Raises
+    ------
+    NoDigitError
+        When the image holds no ink.
+    ImageError
+        When the source is not a readable image, or is too large; the message names the file.
+    """
+    grey = as_grey(source, max_pixels)
+    paper = float(np.median(_border(grey)))
+    if paper > 0.5:  # light paper, dark ink: invert so that ink is bright as in MNIST
+        grey, paper = 1.0 - grey, 1.0 - paper
+    ink = np.clip(grey - paper, 0, None)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise NoDigitError(f"{_describe(source)}: no digit found, the image is blank "
+                           f"(no pixel stands {MIN_CONTRAST:.0%} away from the paper)")
+    ink /= peak
+    box = ink_bounding_box(ink)
+    if box is None:  # unreachable after the contrast check (the peak pixel is ink), kept for safety
+        raise NoDigitError(f"{_describe(source)}: no digit found")
+    top, bottom, left, right = box
+    crop = np.where(ink[top:bottom, left:right] > INK_THRESHOLD / 2, ink[top:bottom, left:right], 0)
+
+    height, width = crop.shape
+    scale = BOX / max(height, width)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    scaled = Image.fromarray(crop.astype(np.float32)).resize(new_size, Image.Resampling.LANCZOS)
+    digit = np.clip(np.asarray(scaled, dtype=np.float32), 0, None)
+    if digit.max() <= 0:
+        raise NoDigitError(f"{_describe(source)}: no digit found")
+    digit = np.minimum(digit / digit.max(), 1.0)  # thin strokes lose contrast when shrunk; MNIST ink saturates
+
+    cy, cx = centre_of_mass(digit)
+    h, w = digit.shape
+    top = min(max(round(CENTRE - cy), 0), SIZE - h)  # keep the whole digit inside the field
+    left = min(max(round(CENTRE - cx), 0), SIZE - w)
+    out = np.zeros((SIZE, SIZE), dtype=np.float32)
+    out[top:top + h, left:left + w] = digit
+    return out
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a float image in [0, 1] (e.g. the 28x28 input the network saw)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
