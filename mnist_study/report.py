@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
 from . import analysis, figures
 from .datasets import Dataset, load_dataset
@@ -406,6 +408,12 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
     shown_frontends = {e.frontend_key(): e for e in reversed(done) if e.frontend.kind != "raw"}
     steps = _Steps(total=4 + 3 * len(done) + len(shown_frontends), progress=progress)
     per_experiment: dict[str, dict[str, float]] = {}
+    # Every array here is small (at most 60,000 x 784): extra BLAS and torch threads only add
+    # wake-up costs, which grow 10-100x when other processes share the cores. t-SNE keeps its own
+    # threads (see analysis.tsne_embedding).
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    blas = threadpool_limits(1, user_api="blas")
     try:
         with steps.step("data"):
             dataset = _load_data(run, data_dir)
@@ -463,6 +471,8 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
             write_text(out, _render(context))
     finally:
         steps.close()
+        blas.restore_original_limits()
+        torch.set_num_threads(torch_threads)
     timings = {
         "tsne_points": tsne_points,
         "seconds": {k: round(v, 3) for k, v in steps.timings.items() if ": " not in k},

@@ -1,0 +1,135 @@
+"""The benchmark scripts: their tables on tiny data (no timing assertions), growth fits, and the
+BENCHMARKS.md section replacement that must keep hand-written text."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import common  # noqa: E402
+import epoch_speed  # noqa: E402
+import run_all  # noqa: E402
+
+TINY = epoch_speed.Settings(widths=(1, 8), peer_widths=(8,), repeats=1, wide_repeats=1, warmup=0, images=600,
+                            sizes=(150, 300, 600), seed_widths=(8,), seed_counts=(1, 2), synthetic=True)
+
+
+def table_rows(text: str, heading: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table after `heading`, as {column: cell}."""
+    lines = text[text.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    assert set("".join(block[1])) <= set("-:| "), "the second line must be the alignment rule"
+    return [dict(zip(block[0], row)) for row in block[2:]]
+
+
+@pytest.fixture(scope="module")
+def tiny_results():
+    return epoch_speed.run(TINY)
+
+
+def test_epoch_speed_measures_every_peer_where_asked(tiny_results):
+    rows = {r["width"]: r for r in tiny_results["widths"]}
+    assert list(rows) == [1, 8]
+    for width, row in rows.items():
+        measured = {p for p, t in row["seconds"].items() if t is not None}
+        expected = set(epoch_speed.PEERS) if width in TINY.peer_widths else {"floor", "ours", "slices"}
+        assert measured == expected
+        assert all(t > 0 for t in row["seconds"].values() if t is not None)
+        assert row["ratio"]["floor"] == pytest.approx(1.0)
+    assert [r["images"] for r in tiny_results["sizes"]["rows"]] == [150, 300, 600]
+    assert [r["seeds"] for r in tiny_results["seeds"][0]["rows"]] == [1, 2]
+
+
+def test_epoch_speed_markdown_tables(tiny_results):
+    text = epoch_speed.markdown(tiny_results)
+    rows = table_rows(text, "### Seconds per epoch, by hidden width")
+    assert list(rows[0]) == ["hidden", *epoch_speed.PEERS.values()]
+    assert [r["hidden"] for r in rows] == ["1", "8"]
+    for row in rows:
+        assert float(row["floor s/epoch"]) > 0
+        for peer in ("ours", "PyTorch, slices"):
+            ratio = re.fullmatch(r"([0-9.]+)× \(([0-9.]+) s\)", row[peer])
+            assert ratio and float(ratio.group(1)) > 0 and float(ratio.group(2)) > 0, row[peer]
+    narrow, wide = rows
+    assert narrow["PyTorch, DataLoader"] == narrow["scikit-learn"] == common.NOT_MEASURED
+    assert re.fullmatch(r"[0-9.]+× \([0-9.]+ s\)", wide["scikit-learn"])
+
+    sizes = table_rows(text, "### Ours against the number of training images")
+    assert [r["training images"] for r in sizes] == ["150", "300", "600"]
+    seeds = table_rows(text, "### Ours against the number of seeds")
+    assert [(r["hidden"], r["seeds"]) for r in seeds] == [("8", "1"), ("8", "2")]
+    assert seeds[0]["per seed vs 1 seed"] == "1.00×"
+    assert re.search(r"number of images \(log-log fit\): \w+ \(slope -?[0-9.]+\)", text)
+
+
+def test_growth_names_the_fitted_exponent():
+    xs = [1, 2, 5, 10]
+    assert common.growth(xs, [3 * x for x in xs]) == "linear (slope 1.00)"
+    assert common.growth(xs, [x * x for x in xs]) == "quadratic (slope 2.00)"
+    assert common.growth(xs, [7.0] * 4) == "flat (slope 0.00)"
+    assert common.loglog_slope(xs, [x ** 0.5 for x in xs]) == pytest.approx(0.5)
+
+
+def test_median_time_calls_warmup_plus_repeats():
+    calls = []
+    assert common.median_time(lambda: calls.append(1), repeats=3, warmup=2) >= 0
+    assert len(calls) == 5
+
+
+HAND_WRITTEN = """# Benchmarks
+
+## Server load
+
+| clients | requests/s |
+| --- | --- |
+| 10 | 850 |
+
+<!-- training-speed:start -->
+## Training speed
+old numbers
+<!-- training-speed:end -->
+
+## Prediction throughput
+
+batch: 1,000,000 images/s
+"""
+
+
+def test_replace_section_keeps_hand_written_sections():
+    text = run_all.replace_section(HAND_WRITTEN, "training-speed", "## Training speed\nnew numbers\n")
+    assert "new numbers" in text and "old numbers" not in text
+    assert "## Server load" in text and "| 10 | 850 |" in text
+    assert text.endswith("## Prediction throughput\n\nbatch: 1,000,000 images/s\n")
+    assert text.index("## Server load") < text.index("new numbers") < text.index("## Prediction throughput")
+    assert run_all.replace_section(text, "training-speed", "## Training speed\nnew numbers") == text  # idempotent
+
+
+def test_missing_section_is_appended_and_bad_markers_refused():
+    text = run_all.replace_section(HAND_WRITTEN, "study-time", "## Whole study\n12 s")
+    assert text.startswith(HAND_WRITTEN.rstrip("\n"))
+    assert text.rstrip().endswith("<!-- study-time:start -->\n## Whole study\n12 s\n<!-- study-time:end -->")
+    with pytest.raises(ValueError, match="once each"):
+        run_all.replace_section(HAND_WRITTEN.replace("<!-- training-speed:end -->", ""), "training-speed", "x")
+    with pytest.raises(ValueError, match="once each"):
+        run_all.replace_section(HAND_WRITTEN + "<!-- training-speed:start -->\n", "training-speed", "x")
+
+
+def test_write_sections_creates_then_updates_the_file(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    run_all.write_sections(path, {"training-speed": "## Training speed\nfirst"})
+    assert path.read_text().startswith("# Benchmarks")
+    path.write_text(path.read_text() + "\n## Server load\nhand-written\n")
+    run_all.write_sections(path, {"training-speed": "## Training speed\nsecond", "study-time": "## Study\n1 s"})
+    text = path.read_text()
+    assert "second" in text and "first" not in text
+    assert "## Server load\nhand-written" in text and "## Study\n1 s" in text

@@ -1,0 +1,187 @@
+"""The HTML report, built from a tiny real run on synthetic digits.
+
+The run trains four small networks (1 and 2 hidden nodes on raw pixels, 10 nodes behind PCA and
+behind forest-chosen pixels) for two epochs on 600 synthetic images, so every kind of section
+appears: box plot, scatter, t-SNE maps, node patterns, both front-ends, claims and notes.
+"""
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_study.idx import write_idx
+from mnist_study.report import build_report
+from mnist_study.runner import run_study
+from mnist_study.study import parse_study
+
+SECTIONS = ("data", "accuracy", "experiments", "hidden", "patterns", "frontends", "claims", "notes",
+            "reproducibility")
+
+STUDY = """
+name = "tiny"
+description = "four tiny networks on synthetic digits"
+
+[[experiment]]
+name = "one"
+title = "1 node"
+hidden = 1
+train_size = 500
+validation_size = 100
+max_epochs = 2
+reference = { train = 39.4, validation = 40.4, test = 38.3 }
+
+[[experiment]]
+name = "two"
+title = "2 nodes"
+hidden = 2
+train_size = 500
+validation_size = 100
+max_epochs = 2
+
+[[experiment]]
+name = "pca"
+title = "PCA, 10 nodes"
+hidden = 10
+frontend = { kind = "pca", variance = 0.9 }
+validation = "first"
+validation_size = 100
+max_epochs = 2
+early_stopping = false
+
+[[experiment]]
+name = "forest"
+title = "forest pixels, 10 nodes"
+hidden = 10
+frontend = { kind = "forest_pixels", n_pixels = 40, n_trees = 5 }
+validation = "first"
+validation_size = 100
+max_epochs = 2
+early_stopping = false
+reference = { test = 94.2 }
+
+[[claim]]
+name = "pca-beats-one-node"
+text = "PCA with 10 nodes beats a single node"
+checks = ["pca.test > one.test"]
+"""
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (n, 28, 28): digit d is a bright bar at a position of its own, jittered, on noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 40, (n, 28, 28)).astype(np.int32)
+    for i, d in enumerate(labels):
+        row, col = 4 + 2 * (d % 5) + rng.integers(-1, 2), 4 + 10 * (d // 5) + rng.integers(-1, 2)
+        images[i, row:row + 8, col:col + 6] += 200
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(run directory, report path, wall seconds of build_report) for the tiny study."""
+    root = tmp_path_factory.mktemp("report")
+    data = root / "data"
+    data.mkdir()
+    train, train_labels = synthetic_digits(600, 0)
+    test, test_labels = synthetic_digits(200, 1)
+    for name, array in (("train-images-idx3-ubyte", train), ("train-labels-idx1-ubyte", train_labels),
+                        ("t10k-images-idx3-ubyte", test), ("t10k-labels-idx1-ubyte", test_labels)):
+        write_idx(data / name, array, compress=False)
+    run_dir = run_study(parse_study(STUDY, "tiny.toml"), seeds=[0, 1], data_dir=data, out=root / "run",
+                        workers=0, progress=False, device="cpu")
+    start = time.perf_counter()
+    report = build_report(run_dir, tsne_points=150, progress=False)
+    return run_dir, report, time.perf_counter() - start
+
+
+def test_report_has_every_section_and_only_embedded_images(built):
+    run_dir, report, _ = built
+    assert report == run_dir / "report.html"
+    page = report.read_text()
+    for section in SECTIONS:
+        assert f'id="{section}"' in page and f'href="#{section}"' in page, section
+    images = re.findall(r'<img src="([^"]+)"', page)
+    # data: counts + 2 grids; accuracy plot; per experiment 5; hidden 4; patterns 4;
+    # front-ends: forest 2 + PCA 2; notes: 2 overlays
+    assert len(images) == 3 + 1 + 5 * 4 + 4 + 4 + 4 + 2
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    # self-contained: no external stylesheet, script, font or image
+    assert not re.search(r'<(link|script)\b', page)
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "{{" not in page and "{%" not in page
+
+
+def test_report_content_reflects_the_run(built):
+    run_dir, report, _ = built
+    page = report.read_text()
+    assert "of the 10 hidden activations of 150 training images (a seeded sample of 500)" in page
+    assert 'alt="one hidden activations (boxplot)"' in page and 'alt="two hidden activations (scatter)"' in page
+    assert "The single-node pattern: 0, 6 or 7?" in page  # the call-out
+    assert re.search(r"Our one network calls its pattern a\s*<strong>\d</strong>", page)
+    assert "pca-beats-one-node" in page and re.search(r'class="verdict (supported|contradicted|not-resolved)"', page)
+    assert "l2(0.01)" in page and "1.973" in page  # the paper's epoch-1 log beside ours
+    assert "mnist-study run tiny.toml --seed 0 --seed 1" in page  # rebuilt: the run was started from Python
+    for digest in json.loads((run_dir / "manifest.json").read_text())["data"]["digests"].values():
+        assert digest in page
+    assert not list(run_dir.glob(".report.html.*"))  # written atomically: no temporary file left
+
+
+def test_report_timings_are_recorded(built):
+    run_dir, _, seconds = built
+    timings = json.loads((run_dir / "report_timings.json").read_text())
+    assert timings["tsne_points"] == 150
+    for name in ("pca", "forest"):
+        assert timings["experiments"][name]["t-SNE"] > 0
+    for name in ("one", "two", "pca", "forest"):
+        assert timings["experiments"][name]["activation maximisation"] > 0
+        assert timings["experiments"][name]["figures"] > 0
+    assert "t-SNE" not in timings["experiments"]["one"]
+    assert 0 < timings["total_seconds"] <= seconds + 1
+
+
+def test_bad_tsne_points_are_refused(built):
+    run_dir, _, _ = built
+    with pytest.raises(ValueError, match="tsne_points"):
+        build_report(run_dir, tsne_points=2, progress=False)
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Chromium and chromedriver")
+def test_report_renders_in_headless_chromium(built, tmp_path):
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    _, report, _ = built
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=1366,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(report.as_uri())
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == []
+        n_images = driver.execute_script("return document.images.length")
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+        assert n_images > 30 and broken == 0
+        # no image is wider than the page: everything fits a laptop screen
+        overflow = driver.execute_script(
+            "return Array.from(document.images).filter(i => i.getBoundingClientRect().right > window.innerWidth + 1).length")
+        assert overflow == 0
+        assert driver.save_screenshot(str(tmp_path / "report.png"))
+        assert (tmp_path / "report.png").stat().st_size > 10_000
+    finally:
+        driver.quit()
