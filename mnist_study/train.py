@@ -179,12 +179,9 @@ class StackedTrainer:
         torch.sum(g_z2, dim=1, keepdim=True, out=g_b2)
         dh = torch.bmm(g_z2, p["output.kernel"].transpose(1, 2), out=buf["dh"])
         dh.masked_fill_(z1 <= 0, 0.0)
-        # dW1 = x^T dh + 2 * l2 * W1 (baddbmm with beta would copy W1 first: slower)
         torch.bmm(x.transpose(1, 2), dh, out=g_w1)
-        if c.l2:
-            g_w1.add_(p["hidden.kernel"], alpha=2 * c.l2)
         torch.sum(dh, dim=1, keepdim=True, out=g_b1)
-        self.optimizer.step(buf["grads"])
+        self.optimizer.step(buf["grads"], penalty=2 * c.l2)  # d(l2 * sum W1^2)/dW1 = 2 * l2 * W1
 
     def train_epoch(self, train: Split) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over `train` for every active seed; returns Keras' epoch loss and accuracy (S,)."""

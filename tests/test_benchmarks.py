@@ -133,3 +133,56 @@ def test_write_sections_creates_then_updates_the_file(tmp_path):
     text = path.read_text()
     assert "second" in text and "first" not in text
     assert "## Server load\nhand-written" in text and "## Study\n1 s" in text
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_memory_sampler_sees_a_workers_own_peak():
+    import subprocess
+
+    code = "import time; block = bytearray(80 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(1)"
+    with common.MemorySampler(interval=0.05) as memory:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    peak = memory.result()
+    assert peak["workers_mib"] >= 80
+    assert peak["total_mib"] >= peak["workers_mib"]
+    assert 0 < peak["self_mib"] < peak["total_mib"]
+
+
+def _fake_study_run(workers: int, seeds: list[int], wall: float) -> dict:
+    return {"run_dir": "/tmp/x", "study": "paper", "seeds": seeds, "workers": workers, "wall_seconds": wall,
+            "stages": {"data": 0.5, "frontend/raw:exp1": 1.0, "train/exp1": wall / 2, "train/exp6": wall / 3},
+            "epochs": {"exp1": 9.0, "exp6": 12.0},
+            "peak_memory": {"self_mib": 400.0, "workers_mib": 700.0 if workers > 1 else 0.0, "total_mib": 1500.0}}
+
+
+def test_study_time_markdown_renders_every_table():
+    import study_time
+
+    memory = {"self_mib": 600.0, "workers_mib": 0.0, "total_mib": 600.0}
+    results = {
+        "machine": common.machine(), "failures": ["t-SNE, scikit-learn, 60,000 points: MemoryError"],
+        "study": _fake_study_run(2, [0, 1], 100.0),
+        "report": {"wall_seconds": 50.0, "tsne_points": 10_000, "peak_memory": memory,
+                   "timings": {"seconds": {"data": 1.0, "render": 0.5},
+                               "experiments": {"exp1": {"figures": 2.0, "hidden activations": 9.0, "t-SNE": 8.0},
+                                               "exp6": {"figures": 3.0, "hidden activations": 10.0,
+                                                        "t-SNE": 9.0}}}},
+        "tsne": [{"method": m, "points": 10_000, "seconds": t, "data": "hidden activations of exp6 (130 nodes)",
+                  "knn_accuracy": 0.95, "peak_memory": memory}
+                 for m, t in (("openTSNE", 10.0), ("scikit-learn", 40.0))],
+        "workers": [_fake_study_run(1, [0, 1], 150.0), _fake_study_run(2, [0, 1], 100.0)],
+        "vectorised": {"together": _fake_study_run(2, [0, 1], 100.0),
+                       "one_by_one": [_fake_study_run(2, [0], 80.0), _fake_study_run(2, [1], 80.0)]},
+    }
+    text = study_time.markdown(results)
+    stages = table_rows(text, "### Training and evaluating the study")
+    assert stages[0]["wall s"] == "100" and stages[0]["largest worker"] == "700"
+    report = {r["analysis"]: r for r in table_rows(text, "### The HTML report")}
+    assert report["t-SNE"]["seconds"] == "17.0" and report["t-SNE"]["done"] == "sum over 2 experiments"
+    tsne = table_rows(text, "### t-SNE")
+    assert tsne[0]["scikit-learn / openTSNE"] == "4.0×"
+    workers = table_rows(text, "### Worker processes")
+    assert [w["speed-up"] for w in workers] == ["1.00×", "1.50×"]
+    assert workers[0]["largest worker"] == common.NOT_MEASURED  # one worker: no worker processes
+    assert "saves 38% of the wall time" in text
+    assert "- t-SNE, scikit-learn, 60,000 points: MemoryError" in text

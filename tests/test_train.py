@@ -127,3 +127,21 @@ def test_evaluate_stack_matches_cross_entropy_plus_penalty():
     expected = torch.nn.functional.cross_entropy(logits, split.y) + 0.01 * params["hidden.kernel"].pow(2).sum()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert acc.item() == pytest.approx((logits.argmax(1) == split.y).float().mean().item())
+
+
+def test_fused_compiled_update_agrees_with_autograd(monkeypatch):
+    """The compiled one-pass RMSprop used for wide layers gives the reference's weights."""
+    import mnist_study.optim as optim
+
+    monkeypatch.setattr(optim, "FUSE_MIN_NUMEL", 1)
+    train = _data(320)
+    config = TrainConfig(hidden=7, l2=0.001, max_epochs=1, early_stopping=False, keep="final")
+    trainer = StackedTrainer(config, train.x.shape[1], [5], torch.device("cpu"))
+    trainer.train_epoch(train)
+    assert optim._fused_update, "torch.compile should be available on this machine"
+    reference = {k: v.clone().requires_grad_(True) for k, v in init_params(train.x.shape[1], 7, 5).items()}
+    optimizer = torch.optim.RMSprop(list(reference.values()), lr=1e-3, alpha=0.9, eps=1e-7)
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(5 + 1_000_003))
+    reference_train_epoch(reference, optimizer, train, perm, config)
+    for name, value in reference.items():
+        torch.testing.assert_close(trainer.params[name][0], value.detach(), rtol=1e-4, atol=1e-5)
