@@ -112,15 +112,26 @@ class _Importances(BaseEstimator):
 class ForestPixels(BaseEstimator, TransformerMixin):
     """The `n_pixels` pixels a RandomForestClassifier ranks most important, in pixel order."""
 
+    TREES_PER_STEP = 10
+
     def __init__(self, n_pixels: int = 70, n_trees: int = 100, random_state: int = 42, n_jobs: int = 1):
         self.n_pixels = n_pixels
         self.n_trees = n_trees
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "ForestPixels":
-        forest = RandomForestClassifier(n_estimators=self.n_trees, random_state=self.random_state, n_jobs=self.n_jobs)
-        forest.fit(x, y)
+    def fit(self, x: np.ndarray, y: np.ndarray, on_trees: Callable[[int, int], None] | None = None) -> "ForestPixels":
+        """Fit the forest `TREES_PER_STEP` trees at a time (warm_start gives exactly the forest a
+        single fit would), calling on_trees(done, total) after each step for progress bars."""
+        forest = RandomForestClassifier(n_estimators=0, random_state=self.random_state, n_jobs=self.n_jobs,
+                                        warm_start=True)
+        for done in range(min(self.TREES_PER_STEP, self.n_trees), self.n_trees + self.TREES_PER_STEP,
+                          self.TREES_PER_STEP):
+            forest.set_params(n_estimators=min(done, self.n_trees)).fit(x, y)
+            if on_trees is not None:
+                on_trees(forest.n_estimators, self.n_trees)
+            if forest.n_estimators == self.n_trees:
+                break
         self._select(forest.feature_importances_)
         return self
 

@@ -37,8 +37,12 @@ class TrainingProgress:
         kind, name = event["kind"], event.get("experiment")
         if kind == "frontend-start":
             self.progress.update(self.tasks[("frontend", name)], status="fitting")
+        elif kind == "frontend-progress":
+            self.progress.update(self.tasks[("frontend", name)], total=event["total"], completed=event["done"],
+                                 status=f"{event['done']} of {event['total']} trees")
         elif kind == "frontend-done":
-            self.progress.update(self.tasks[("frontend", name)], completed=1, status=f"{event['seconds']:.1f} s")
+            task = self.tasks[("frontend", name)]
+            self.progress.update(task, completed=self.progress.tasks[task].total, status=f"{event['seconds']:.1f} s")
         elif kind == "epoch" and ("train", name) in self.tasks:
             self.progress.update(self.tasks[("train", name)],
                                  status=f"epoch {event['epoch']}, {event['active']}/{event['seeds']} seeds "

@@ -91,7 +91,12 @@ def fit_frontend_task(run_dir: str, experiment: dict, targets: list[str], data_d
     _emit({"kind": "frontend-start", "experiment": exp.name, "frontend": exp.frontend.kind}, on_event)
     x, y = make_splits(_dataset(data_dir), exp.validation, exp.validation_size, exp.train_size)["train"]
     params = exp.frontend.model_dump(exclude={"kind"})
-    frontend = FRONTENDS[exp.frontend.kind](**params).fit(x, y)
+    frontend = FRONTENDS[exp.frontend.kind](**params)
+    if exp.frontend.kind == "forest_pixels":
+        frontend.fit(x, y, on_trees=lambda done, total: _emit(
+            {"kind": "frontend-progress", "experiment": exp.name, "done": done, "total": total}, on_event))
+    else:
+        frontend.fit(x, y)
     for name in targets:
         save_frontend(frontend, experiment_dir(Path(run_dir), name))
     seconds = time.perf_counter() - start

@@ -62,6 +62,8 @@ class Reference(_Strict):
     train: float | None = Field(None, ge=0, le=100)
     validation: float | None = Field(None, ge=0, le=100)
     test: float | None = Field(None, ge=0, le=100)
+    first_epoch_loss: float | None = Field(None, ge=0, description="training loss Keras printed after epoch 1")
+    first_epoch_accuracy: float | None = Field(None, ge=0, le=1, description="training accuracy after epoch 1")
 
 
 class Experiment(_Strict):

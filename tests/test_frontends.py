@@ -52,3 +52,14 @@ def test_pca_keeps_154_components_on_mnist(real_mnist):
 
     x, y = make_splits(load_dataset(real_mnist, download=False, progress=False), "first")["train"]
     assert PCAFrontend(0.95).fit(x, y).n_components_ == 154
+
+
+def test_forest_fitted_in_steps_is_the_forest_fitted_at_once():
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = _blobs(300)
+    steps = []
+    forest = ForestPixels(n_pixels=10, n_trees=25, random_state=3).fit(x, y, on_trees=lambda d, t: steps.append((d, t)))
+    assert steps == [(10, 25), (20, 25), (25, 25)]
+    at_once = RandomForestClassifier(n_estimators=25, random_state=3).fit(x, y).feature_importances_
+    np.testing.assert_array_equal(forest.importances_, at_once)

@@ -32,7 +32,7 @@ hidden = 1
 train_size = 500
 validation_size = 100
 max_epochs = 2
-reference = { train = 39.4, validation = 40.4, test = 38.3 }
+reference = { train = 39.4, validation = 40.4, test = 38.3, first_epoch_loss = 1.9729, first_epoch_accuracy = 0.1995 }
 
 [[experiment]]
 name = "two"
@@ -124,7 +124,7 @@ def test_report_content_reflects_the_run(built):
     assert "The single-node pattern: 0, 6 or 7?" in page  # the call-out
     assert re.search(r"Our one network calls its pattern a\s*<strong>\d</strong>", page)
     assert "pca-beats-one-node" in page and re.search(r'class="verdict (supported|contradicted|not-resolved)"', page)
-    assert "l2(0.01)" in page and "1.973" in page  # the paper's epoch-1 log beside ours
+    assert "l2(0.01)" in page and "1.973" in page  # the epoch-1 log from the study file, beside ours
     assert "mnist-study run tiny.toml --seed 0 --seed 1" in page  # rebuilt: the run was started from Python
     for digest in json.loads((run_dir / "manifest.json").read_text())["data"]["digests"].values():
         assert digest in page
