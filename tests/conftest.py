@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from mnist_study.idx import write_idx
 
-REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+REAL_MNIST = Path(os.environ.get("MNIST_STUDY_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
 
 TINY_STUDY = """
 name = "tiny"
@@ -92,3 +93,12 @@ def real_mnist() -> Path:
     if not REAL_MNIST.is_dir():
         pytest.skip(f"real MNIST not found at {REAL_MNIST}")
     return REAL_MNIST
+
+
+def train_study(study_text: str, seeds: list[int], data_dir: Path, out: Path) -> Path:
+    """Train a small study in this process (for tests that need real trained networks)."""
+    from mnist_study.runner import run_study
+    from mnist_study.study import parse_study
+
+    return run_study(parse_study(study_text), seeds=seeds, device="cpu", data_dir=data_dir, out=out, workers=0,
+                     progress=False)

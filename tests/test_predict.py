@@ -8,7 +8,6 @@ about as well as the raw test images, which holds only if preprocessing rebuilds
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from mnist_study.errors import RunError
 from mnist_study.predict import FORMATS, expand_paths, predict_files, predict_with, render
 from mnist_study.splits import flatten_scaled
 
-REAL_MNIST = Path(os.environ.get("MNIST_STUDY_DATA") or Path(__file__).resolve().parents[2] / "shared/data/mnist")
+from conftest import REAL_MNIST, train_study
 
 pytestmark = [
     pytest.mark.slow,
@@ -58,19 +57,8 @@ def mnist():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, mnist):
-    import torch
-
-    from mnist_study.runner import run_study
-    from mnist_study.study import parse_study
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: more threads only contend on a busy machine
-    try:
-        return run_study(parse_study(STUDY), seeds=[0, 1], device="cpu", data_dir=REAL_MNIST,
-                         out=tmp_path_factory.mktemp("run") / "run", workers=0, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+def run_dir(tmp_path_factory):
+    return train_study(STUDY, [0, 1], REAL_MNIST, tmp_path_factory.mktemp("run") / "run")
 
 
 @pytest.fixture(scope="module")

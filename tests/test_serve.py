@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ with warnings.catch_warnings():  # Starlette's TestClient prefers httpx2; httpx 
 from mnist_study.errors import RunError
 from mnist_study.serve import MAX_BODY_BYTES, create_app
 
-REAL_MNIST = Path(os.environ.get("MNIST_STUDY_DATA") or Path(__file__).resolve().parents[2] / "shared/data/mnist")
+from conftest import REAL_MNIST, train_study
 
 pytestmark = pytest.mark.skipif(not (REAL_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
                                 reason=f"no MNIST in {REAL_MNIST}")
@@ -58,19 +57,8 @@ def mnist():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, mnist):
-    import torch
-
-    from mnist_study.runner import run_study
-    from mnist_study.study import parse_study
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: more threads only contend on a busy machine
-    try:
-        return run_study(parse_study(STUDY), seeds=[0], device="cpu", data_dir=REAL_MNIST,
-                         out=tmp_path_factory.mktemp("run") / "run", workers=0, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+def run_dir(tmp_path_factory):
+    return train_study(STUDY, [0], REAL_MNIST, tmp_path_factory.mktemp("run") / "run")
 
 
 @pytest.fixture(scope="module")
