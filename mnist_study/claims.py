@@ -52,7 +52,6 @@ and not resolved otherwise.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -60,203 +59,10 @@ from typing import Literal
 import pydantic
 
 from mnist_study import stats
+from mnist_study.checks import Check, CheckSyntaxError, Term, parse_check  # noqa: F401 (re-exported)
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
 Verdict = Literal["supported", "contradicted", "not resolved"]
 NEEDS_SEEDS = "needs ≥ 2 seeds"
-
-# ---------------------------------------------------------------------------------------------
-# parsing
-
-
-class CheckSyntaxError(ValueError):
-    """A check string that does not follow the grammar in the module docstring."""
-
-
-@dataclass(frozen=True)
-class Term:
-    """One side of a check: ``experiment.split + offset``, or a constant when experiment is None.
-
-    ``offset`` is in percentage points; for a constant it is the constant itself (percent).
-    """
-
-    experiment: str | None
-    split: str | None
-    offset: float = 0.0
-
-    @property
-    def is_constant(self) -> bool:
-        return self.experiment is None
-
-    def label(self, with_split: bool = True) -> str:
-        """Human-readable name, e.g. "exp6.test", "exp6 − 3", "99.9"."""
-        if self.is_constant:
-            return _fmt_num(self.offset)
-        name = f"{self.experiment}.{self.split}" if with_split else str(self.experiment)
-        if self.offset == 0:
-            return name
-        return f"{name} {'+' if self.offset > 0 else '−'} {_fmt_num(abs(self.offset))}"
-
-
-@dataclass(frozen=True)
-class Check:
-    """A parsed check, normalised so that ``op`` is ">", ">=" or "~".
-
-    ``A < B`` and ``A <= B`` are stored with the sides swapped (``B > A``, ``B >= A``), so
-    ``left - right`` is always the difference D that the hypotheses are about.
-
-    Attributes
-    ----------
-    text : the check as written.
-    left, right : the two terms after normalisation.
-    op : ">", ">=" or "~".
-    by_more_than : d of "by more than d points" (only with > and <), else None.
-    within : m of "within m points" (only with >=, <= and ~), else None (use the claim margin).
-    """
-
-    text: str
-    left: Term
-    op: Literal[">", ">=", "~"]
-    right: Term
-    by_more_than: float | None = None
-    within: float | None = None
-
-    @property
-    def experiments(self) -> set[str]:
-        return {t.experiment for t in (self.left, self.right) if t.experiment is not None}
-
-
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_TOKEN = re.compile(
-    rf"""
-    (?P<ws>\s+)
-  | (?P<ref>[A-Za-z0-9_-]+\.[A-Za-z_]\w*)    # experiment.split (split starts with a letter)
-  | (?P<number>{_NUMBER}%?)
-  | (?P<op>[<>=~!≤≥≈]+)
-  | (?P<sign>[+\-−])
-  | (?P<word>[A-Za-z_][A-Za-z0-9_-]*)
-    """,
-    re.VERBOSE,
-)
-_OPERATORS = {"<": "<", ">": ">", "<=": "<=", ">=": ">=", "~": "~"}
-_OPERATORS.update({"≤": "<=", "≥": ">=", "≈": "~"})
-_UNITS = {"point", "points", "pt", "pts"}
-
-
-def _tokenize(text: str) -> list[tuple[str, str]]:
-    tokens, pos = [], 0
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            raise CheckSyntaxError(f"unexpected character {text[pos]!r} at position {pos}")
-        if match.lastgroup != "ws":
-            tokens.append((match.lastgroup, match.group()))
-        pos = match.end()
-    return tokens
-
-
-class _Parser:
-    """Recursive-descent parser over the token list of one check."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.tokens = _tokenize(text)
-        self.pos = 0
-
-    def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def take(self) -> tuple[str, str]:
-        token = self.peek()
-        if token is None:
-            raise CheckSyntaxError("unexpected end of check")
-        self.pos += 1
-        return token
-
-    def parse(self) -> Check:
-        left = self.term()
-        kind, value = self.take()
-        if kind != "op":
-            raise CheckSyntaxError(f"expected a comparison (<, >, <=, >=, ~) but found {value!r}")
-        if value not in _OPERATORS:
-            raise CheckSyntaxError(f"unknown operator {value!r}; use one of <, >, <=, >=, ~")
-        op = _OPERATORS[value]
-        right = self.term()
-        by_more_than = within = None
-        token = self.peek()
-        if token is not None and token[0] == "word" and token[1].lower() == "by":
-            self.take()
-            self.keyword("more")
-            self.keyword("than")
-            by_more_than = self.bound("by more than")
-        elif token is not None and token[0] == "word" and token[1].lower() == "within":
-            self.take()
-            within = self.bound("within")
-        if self.peek() is not None:
-            raise CheckSyntaxError(f"unexpected {self.peek()[1]!r} after the comparison")
-
-        if by_more_than is not None and op not in ("<", ">"):
-            raise CheckSyntaxError(f"'by more than' goes with < or >, not {op!r}")
-        if within is not None and op not in ("<=", ">=", "~"):
-            raise CheckSyntaxError(f"'within' goes with ~, >= or <=, not {op!r}")
-        if op == "~" and within == 0:
-            raise CheckSyntaxError("'~' needs a margin above 0 points")
-        if op in ("<", "<="):  # normalise: A < B  <=>  B > A
-            left, right, op = right, left, op.replace("<", ">")
-        return Check(self.text, left, op, right, by_more_than, within)
-
-    def term(self) -> Term:
-        kind, value = self.take()
-        if kind == "number":
-            return Term(None, None, float(value.rstrip("%")))
-        if kind == "word":
-            raise CheckSyntaxError(
-                f"{value!r} is not EXPERIMENT.SPLIT (e.g. {value}.test) or a number"
-            )
-        if kind != "ref":
-            raise CheckSyntaxError(f"expected EXPERIMENT.SPLIT or a number but found {value!r}")
-        experiment, split = value.split(".", 1)
-        if split.lower() not in SPLITS:
-            raise CheckSyntaxError(
-                f"unknown split {split!r} in {value!r}; expected one of {', '.join(SPLITS)}"
-            )
-        offset = 0.0
-        token = self.peek()
-        if token is not None and token[0] == "sign":
-            self.take()
-            kind, number = self.take()
-            if kind != "number" or number.endswith("%"):
-                raise CheckSyntaxError(f"expected a number of points after {token[1]!r}")
-            offset = float(number) if token[1] == "+" else -float(number)
-        return Term(experiment, split.lower(), offset)
-
-    def keyword(self, word: str) -> None:
-        kind, value = self.take()
-        if kind != "word" or value.lower() != word:
-            raise CheckSyntaxError(f"expected {word!r} but found {value!r}")
-
-    def bound(self, phrase: str) -> float:
-        kind, value = self.take()
-        if kind != "number":
-            raise CheckSyntaxError(f"expected a number of points after {phrase!r}, found {value!r}")
-        token = self.peek()
-        if token is not None and token[0] == "word" and token[1].lower() in _UNITS:
-            self.take()
-        return float(value.rstrip("%"))
-
-
-def parse_check(text: str) -> Check:
-    """Parse one check string (grammar in the module docstring).
-
-    Raises
-    ------
-    CheckSyntaxError : with a message that names the check and what is wrong with it.
-    """
-    try:
-        return _Parser(text).parse()
-    except CheckSyntaxError as err:
-        raise CheckSyntaxError(f"check {text!r}: {err}") from None
-
 
 # ---------------------------------------------------------------------------------------------
 # claims
@@ -617,10 +423,6 @@ def _deciding(verdict: str, support: tuple[float, float], contradict: tuple[floa
 def _parenthesise(term: Term, with_split: bool) -> str:
     label = term.label(with_split)
     return f"({label})" if term.offset and not term.is_constant else label
-
-
-def _fmt_num(x: float) -> str:
-    return f"{x:g}"
 
 
 def _fmt_p(p: float) -> str:
