@@ -341,7 +341,9 @@ def fmt_seconds(seconds: float | None) -> str:
         return f"{seconds:.1f}"
     if seconds >= 0.1:
         return f"{seconds:.2f}"
-    return f"{seconds:.3f}"
+    if seconds >= 0.001:
+        return f"{seconds:.3f}"
+    return f"{seconds:.2g}"  # tiny smoke-test timings keep a significant digit instead of 0.000
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:

@@ -82,8 +82,12 @@ class MLP:
             return np.zeros((0, self.hidden_width), np.float32), np.zeros((0, N_CLASSES), np.float32)
         return np.concatenate(hidden_parts), np.concatenate(proba_parts)
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.hidden_and_proba(x)[1]
+    @torch.no_grad()
+    def predict_proba(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
+        """Class probabilities (N, 10); unlike hidden_and_proba, keeps no (N, H) activations."""
+        parts = [torch.softmax(forward(self.params, torch.as_tensor(np.asarray(x[i:i + batch_size], np.float32)))[1],
+                               dim=-1).numpy() for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, N_CLASSES), np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(axis=1)
