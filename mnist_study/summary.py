@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from rich import box
 from rich.table import Table
 
 from .claims import evaluate_claims
@@ -76,38 +77,39 @@ def _cell(split: dict, digits: int = 1) -> str:
     text = f"{split['mean']:.{digits}f}"
     if split["ci"] is not None:
         half = (split["ci"][1] - split["ci"][0]) / 2
-        text += f" ± {half:.{digits}f}"
+        text += f"±{half:.{digits}f}"
     return text
 
 
 def accuracy_table(rows: list[dict], title: str = "Accuracy (%)") -> Table:
-    """Rich table: ours beside the paper's figure per split, then epochs and training time."""
+    """Rich table, narrow enough for an 80-column terminal: each split's accuracy with the
+    paper's figure in brackets, the test difference, epochs and training time."""
     several = any(len(r["seeds"]) > 1 for r in rows)
-    table = Table(title=title + (" — mean ± 95% CI half-width over seeds" if several else ""))
-    table.add_column("experiment")
-    table.add_column("inputs", style="dim")
-    table.add_column("H", justify="right")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption=("mean ± 95% CI half-width over seeds; " if several else "")
+                  + "\\[paper's figure]; Δ = ours − paper", padding=(0, 1))
+    table.add_column("exp", no_wrap=True)
+    table.add_column("input", style="dim", no_wrap=True, min_width=6)
+    table.add_column("H", justify="right", no_wrap=True)
     for split in SPLITS:
-        table.add_column(f"{split}", justify="right")
-        table.add_column("paper", justify="right", style="dim")
-        table.add_column("Δ", justify="right")
-    table.add_column("epochs", justify="right")
-    table.add_column("time (s)", justify="right")
-    table.add_column("seeds", justify="right")
+        table.add_column(split, justify="right", no_wrap=True)
+    table.add_column("Δ test", justify="right", no_wrap=True)
+    table.add_column("epochs", justify="right", no_wrap=True)
+    table.add_column("s", justify="right")
     for r in rows:
-        cells = [r["experiment"], r["frontend"], str(r["hidden"])]
+        cells = [r["experiment"], FRONTEND_SHORT.get(r["frontend"], r["frontend"]), str(r["hidden"])]
         for split in SPLITS:
             s = r[split]
-            cells.append(_cell(s, 2))
-            cells.append("—" if s["reference"] is None else f"{s['reference']:.1f}")
-            d = s["difference"]
-            cells.append("—" if d is None else f"[{'green' if abs(d) <= 2 else 'yellow'}]{d:+.2f}[/]")
+            cells.append(_cell(s, 2) + ("" if s["reference"] is None else f"\n[dim]\\[{s['reference']:.1f}][/]"))
+        d = r["test"]["difference"]
+        cells.append("—" if d is None else f"[{'green' if abs(d) <= 2 else 'yellow'}]{d:+.2f}[/]")
         epochs = r["epochs"]
         cells.append("—" if not epochs else (str(epochs[0]) if len(epochs) == 1 else f"{min(epochs)}–{max(epochs)}"))
-        cells.append("—" if not r["train_seconds"] else f"{sum(r['train_seconds']) / len(r['train_seconds']):.1f}")
-        cells.append(str(len(r["seeds"])))
+        cells.append("—" if not r["train_seconds"] else f"{sum(r['train_seconds']) / len(r['train_seconds']):.0f}")
         table.add_row(*cells)
     return table
+
+
+FRONTEND_SHORT = {"raw": "raw", "pca": "PCA", "forest_pixels": "forest"}
 
 
 MARKS = {"supported": "[green]✓[/]", "contradicted": "[red]✗[/]", "not resolved": "[yellow]?[/]"}

@@ -145,3 +145,17 @@ def test_fused_compiled_update_agrees_with_autograd(monkeypatch):
     reference_train_epoch(reference, optimizer, train, perm, config)
     for name, value in reference.items():
         torch.testing.assert_close(trainer.params[name][0], value.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_epoch_metrics_are_keras_running_averages():
+    """With a learning rate of 0 the weights stay put, so Keras' batch-averaged epoch loss and
+    accuracy must equal a full pass: this checks the bookkeeping, short last batch included."""
+    from mnist_study.optim import RMSpropConfig
+
+    train = _data(650)  # 20 full batches and one of 10
+    config = TrainConfig(hidden=6, l2=0.01, optimizer=RMSpropConfig(lr=0.0))
+    trainer = StackedTrainer(config, train.x.shape[1], [0, 1], torch.device("cpu"))
+    loss, accuracy = trainer.train_epoch(train)
+    full_loss, full_accuracy = evaluate_stack(trainer.params, train, l2=0.01)
+    torch.testing.assert_close(loss.double(), full_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(accuracy, full_accuracy)
