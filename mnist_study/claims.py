@@ -9,15 +9,8 @@ reproduction can test::
     checks = ["exp5.test < exp6.test", "exp6.test > exp7.test"]
     margin = 0.5            # optional, points; used by >=, <= and ~ without "within"
 
-Check grammar (keywords and split names are case-insensitive, whitespace is free)::
-
-    check  := term OP term [ "by more than" NUMBER ["points"] | "within" NUMBER ["points"] ]
-    OP     := "<" | ">" | "<=" | ">=" | "~"            (also ≤ ≥ ≈)
-    term   := EXP "." SPLIT [ ("+" | "-") NUMBER ] | NUMBER ["%"]
-    EXP    := letters, digits, "-" and "_"   SPLIT := train | validation | test
-
-Numbers are accuracies in percent, or percentage points for offsets and bounds. Write
-``D = left - right`` (offsets included). Each check is two one-sided hypotheses, one that would
+The grammar of a check is in `mnist_study.checks`. Numbers are accuracies in percent, or
+percentage points for offsets and bounds. Write ``D = left - right`` (offsets included). Each check is two one-sided hypotheses, one that would
 support it and one that would contradict it:
 
 ``A > B [by more than d]`` (d = 0 if absent)

@@ -89,6 +89,14 @@ def tiny_run(tmp_path_factory, tiny_data, tiny_study) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mnist(real_mnist):
+    """The real MNIST, loaded once per session."""
+    from mnist_study.datasets import load_dataset
+
+    return load_dataset(real_mnist, download=False, progress=False)
+
+
+@pytest.fixture(scope="session")
 def real_mnist() -> Path:
     if not REAL_MNIST.is_dir():
         pytest.skip(f"real MNIST not found at {REAL_MNIST}")

@@ -50,13 +50,6 @@ frontend = { kind = "pca", variance = 0.9 }
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    from mnist_study.datasets import load_dataset
-
-    return load_dataset(REAL_MNIST, download=False, progress=False)
-
-
-@pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     return train_study(STUDY, [0, 1], REAL_MNIST, tmp_path_factory.mktemp("run") / "run")
 
