@@ -70,23 +70,22 @@ class MLP:
         return self.params["hidden.kernel"].shape[1]
 
     @torch.no_grad()
+    def _batches(self, x: np.ndarray, batch_size: int):
+        """(hidden (n, H), probabilities (n, 10)) for each slice of `batch_size` inputs."""
+        for start in range(0, len(x), batch_size):
+            hidden, logits = forward(self.params, torch.as_tensor(np.asarray(x[start:start + batch_size], np.float32)))
+            yield hidden.numpy(), torch.softmax(logits, dim=-1).numpy()
+
     def hidden_and_proba(self, x: np.ndarray, batch_size: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
         """Hidden activations (N, H) and class probabilities (N, 10) for inputs x (N, D) in [0, 1]."""
-        hidden_parts, proba_parts = [], []
-        for start in range(0, len(x), batch_size):
-            xb = torch.as_tensor(np.asarray(x[start:start + batch_size], dtype=np.float32))
-            hidden, logits = forward(self.params, xb)
-            hidden_parts.append(hidden.numpy())
-            proba_parts.append(torch.softmax(logits, dim=-1).numpy())
-        if not hidden_parts:
+        parts = list(self._batches(x, batch_size))
+        if not parts:
             return np.zeros((0, self.hidden_width), np.float32), np.zeros((0, N_CLASSES), np.float32)
-        return np.concatenate(hidden_parts), np.concatenate(proba_parts)
+        return np.concatenate([h for h, _ in parts]), np.concatenate([p for _, p in parts])
 
-    @torch.no_grad()
     def predict_proba(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
         """Class probabilities (N, 10); unlike hidden_and_proba, keeps no (N, H) activations."""
-        parts = [torch.softmax(forward(self.params, torch.as_tensor(np.asarray(x[i:i + batch_size], np.float32)))[1],
-                               dim=-1).numpy() for i in range(0, len(x), batch_size)]
+        parts = [proba for _, proba in self._batches(x, batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, N_CLASSES), np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

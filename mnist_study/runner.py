@@ -246,10 +246,10 @@ def _run_tasks(plan: _Plan, run_dir: Path, data_dir: str, device: torch.device, 
 
     if workers <= 1:
         for fit, names in plan.frontends:
-            r = fit_frontend_task(str(run_dir), fit.model_dump(mode="json"), names, data_dir, on_event or _noop)
+            r = fit_frontend_task(str(run_dir), fit.model_dump(mode="json"), names, data_dir, on_event)
             stages[r["stage"]] = stages.get(r["stage"], 0.0) + r["seconds"]
         for exp, seeds in ready + blocked:
-            r = train_task(str(run_dir), exp.model_dump(mode="json"), seeds, data_dir, dev, on_event or _noop)
+            r = train_task(str(run_dir), exp.model_dump(mode="json"), seeds, data_dir, dev, on_event)
             stages[r["stage"]] = stages.get(r["stage"], 0.0) + r["seconds"]
         return stages
 
@@ -291,10 +291,6 @@ def _run_tasks(plan: _Plan, run_dir: Path, data_dir: str, device: torch.device, 
                 future.cancel()
             raise
     return stages
-
-
-def _noop(event: dict) -> None:
-    pass
 
 
 def _drain(events, on_event: EventFn | None) -> None:
