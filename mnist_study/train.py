@@ -1,9 +1,11 @@
 """Training: the paper's Keras protocol, for a stack of seeds at once.
 
-The step is written by hand (forward, analytic gradients, fused RMSprop) instead of autograd: for a
-network this small the matrix products are cheap and per-operation overhead dominates, so every
-operation saved counts. `reference_train_epoch` is the plain autograd + torch.optim.RMSprop version
-that the tests hold the fast path to.
+On the CPU a whole epoch runs in one call of the compiled kernel in kernels/fused_epoch.cpp (see
+fused.py): no per-step overhead, and the hidden kernel's gradient is consumed by RMSprop as it is
+made. Elsewhere (CUDA), or where the kernel cannot be built, the eager step below runs: written by
+hand (forward, analytic gradients, fused RMSprop) instead of autograd, because for a network this
+small per-operation overhead dominates. `reference_train_epoch` is the plain autograd +
+torch.optim.RMSprop version that the tests hold both fast paths to.
 
 Protocol (Keras `model.fit` with the paper's callbacks):
 - batches of 32 from a fresh permutation each epoch, the last batch smaller;
@@ -24,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from . import fused
 from .model import PARAM_NAMES, init_params, stack_params, unstack_params
 from .optim import KerasRMSprop, RMSpropConfig
 
@@ -124,9 +127,13 @@ def evaluate_stack(params: dict[str, torch.Tensor], split: Split, l2: float, chu
 class StackedTrainer:
     """Trains S networks of one shape together; each keeps its own init, shuffling and stopping."""
 
-    def __init__(self, config: TrainConfig, n_inputs: int, seeds: list[int], device: torch.device):
+    def __init__(self, config: TrainConfig, n_inputs: int, seeds: list[int], device: torch.device,
+                 use_fused: bool | None = None):
         self.config = config
         self.device = device
+        # The compiled CPU epoch unless told otherwise (None: use it when it can be had).
+        self.use_fused = device.type == "cpu" and (fused.enabled() if use_fused is None else use_fused)
+        self._pixel_masks: tuple[torch.Tensor, torch.Tensor] | None = None
         self.states = [_SeedState(seed, torch.Generator().manual_seed(seed + 1_000_003)) for seed in seeds]
         params = stack_params([init_params(n_inputs, config.hidden, seed) for seed in seeds])
         self.params = {k: v.to(device) for k, v in params.items()}
@@ -192,6 +199,9 @@ class StackedTrainer:
         active = self.active
         n_seeds, n, bs = len(active), len(train), self.config.batch_size
         perms = torch.stack([torch.randperm(n, generator=s.generator) for s in active]).to(self.device)
+        kernel = fused.load() if self.use_fused else None
+        if kernel is not None:
+            return self._fused_epoch(kernel, train, perms)
         labels = train.y[perms].unsqueeze(-1)  # (S, N, 1), in each seed's order
         n_steps = (n + bs - 1) // bs
         picked = torch.empty(n_steps, n_seeds, bs, 1, device=self.device)
@@ -211,6 +221,16 @@ class StackedTrainer:
         flat_predicted = predicted.transpose(0, 1).reshape(n_seeds, -1)[:, :n]
         correct = (flat_predicted == labels.squeeze(-1)).sum(1)
         return loss_sum / n, correct.double() / n
+
+    def _fused_epoch(self, kernel, train: Split, perms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = train.x.contiguous(), train.y.long().contiguous()
+        if self._pixel_masks is None or self._pixel_masks[0] is not train.x:
+            self._pixel_masks = (train.x, kernel.pixel_masks(x))  # once per training set
+        c = self.config
+        loss_sum, correct = kernel.train_epoch(
+            x, self._pixel_masks[1], y, perms.contiguous(), [self.params[k] for k in PARAM_NAMES],
+            self.optimizer.velocity, c.batch_size, c.optimizer.lr, c.optimizer.rho, c.optimizer.epsilon, c.l2)
+        return loss_sum / len(train), correct.double() / len(train)
 
     def end_epoch(self, epoch: int, train_metrics: tuple[torch.Tensor, torch.Tensor], validation: Split) -> None:
         """Record epoch `epoch` (1-based), checkpoint, apply early stopping, drop the seeds that stopped."""
@@ -251,9 +271,10 @@ class StackedTrainer:
 
 def train_seeds(config: TrainConfig, train: Split, validation: Split, seeds: list[int],
                 device: torch.device | str = "cpu",
-                on_epoch: Callable[[int, list[_SeedState]], None] | None = None) -> list[TrainResult]:
-    """Train one network per seed with the paper's protocol; seeds share each step."""
-    trainer = StackedTrainer(config, train.x.shape[1], seeds, torch.device(device))
+                on_epoch: Callable[[int, list[_SeedState]], None] | None = None,
+                use_fused: bool | None = None) -> list[TrainResult]:
+    """Train one network per seed with the paper's protocol, all seeds in one trainer."""
+    trainer = StackedTrainer(config, train.x.shape[1], seeds, torch.device(device), use_fused)
     return trainer.fit(train, validation, on_epoch)
 
 

@@ -19,6 +19,10 @@ from mnist_study.train import (
 )
 
 
+# Every test that trains runs on both CPU paths: the compiled epoch and the eager step.
+PATHS = pytest.mark.parametrize("use_fused", [True, False], ids=["fused", "eager"])
+
+
 def _data(n=640, d=50, seed=0):
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 10, (n,), generator=g)
@@ -51,11 +55,12 @@ def test_glorot_uniform_limits():
     assert abs(w.mean().item()) < 0.01
 
 
+@PATHS
 @pytest.mark.parametrize("l2", [0.0, 0.001])
-def test_fast_step_agrees_with_autograd_and_torch_rmsprop(l2):
+def test_fast_step_agrees_with_autograd_and_torch_rmsprop(l2, use_fused):
     train = _data()
     config = TrainConfig(hidden=7, l2=l2, max_epochs=2, early_stopping=False, keep="final")
-    trainer = StackedTrainer(config, train.x.shape[1], [3, 4], torch.device("cpu"))
+    trainer = StackedTrainer(config, train.x.shape[1], [3, 4], torch.device("cpu"), use_fused)
     for seed_index, seed in enumerate([3, 4]):
         reference = {k: v.clone().requires_grad_(True) for k, v in init_params(train.x.shape[1], 7, seed).items()}
         optimizer = torch.optim.RMSprop(list(reference.values()), lr=1e-3, alpha=0.9, eps=1e-7)
@@ -69,24 +74,24 @@ def test_fast_step_agrees_with_autograd_and_torch_rmsprop(l2):
             torch.testing.assert_close(trainer.params[name][seed_index], value.detach(), rtol=1e-4, atol=1e-5)
 
 
-def test_stacked_seeds_equal_seeds_trained_alone():
+@PATHS
+def test_stacked_seeds_equal_seeds_trained_alone(use_fused):
     train, val = _data(), _data(200, seed=1)
     config = TrainConfig(hidden=5, l2=0.001, max_epochs=8, patience=2)
-    together = train_seeds(config, train, val, [0, 1, 2])
+    together = train_seeds(config, train, val, [0, 1, 2], use_fused=use_fused)
     for result in together:
-        alone = train_seeds(config, train, val, [result.seed])[0]
+        alone = train_seeds(config, train, val, [result.seed], use_fused=use_fused)[0]
         assert alone.epochs_run == result.epochs_run and alone.best_epoch == result.best_epoch
         for name in alone.params:
             torch.testing.assert_close(alone.params[name], result.params[name], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(alone.history["val_loss"], result.history["val_loss"], rtol=1e-5)
 
 
-def test_training_is_deterministic_and_learns():
+@PATHS
+def test_training_is_deterministic_and_learns(use_fused):
     train, val = _data(), _data(200, seed=1)
     config = TrainConfig(hidden=16, max_epochs=15, early_stopping=False, keep="final")
-    a = train_seeds(config, train, val, [0])[0]
-    b = train_seeds(config, train, val, [0])[0]
-    c = train_seeds(config, train, val, [1])[0]
+    a, b, c = (train_seeds(config, train, val, [seed], use_fused=use_fused)[0] for seed in (0, 0, 1))
     assert a.history == b.history
     assert a.history != c.history
     assert a.history["val_accuracy"][-1] > 0.6  # chance is 0.1
@@ -129,32 +134,13 @@ def test_evaluate_stack_matches_cross_entropy_plus_penalty():
     assert acc.item() == pytest.approx((logits.argmax(1) == split.y).float().mean().item())
 
 
-def test_fused_compiled_update_agrees_with_autograd(monkeypatch):
-    """The compiled one-pass RMSprop used for wide layers gives the reference's weights."""
-    import mnist_study.optim as optim
-
-    monkeypatch.setattr(optim, "FUSE_MIN_NUMEL", 1)
-    train = _data(320)
-    config = TrainConfig(hidden=7, l2=0.001, max_epochs=1, early_stopping=False, keep="final")
-    trainer = StackedTrainer(config, train.x.shape[1], [5], torch.device("cpu"))
-    trainer.train_epoch(train)
-    assert optim._fused_update, "torch.compile should be available on this machine"
-    reference = {k: v.clone().requires_grad_(True) for k, v in init_params(train.x.shape[1], 7, 5).items()}
-    optimizer = torch.optim.RMSprop(list(reference.values()), lr=1e-3, alpha=0.9, eps=1e-7)
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(5 + 1_000_003))
-    reference_train_epoch(reference, optimizer, train, perm, config)
-    for name, value in reference.items():
-        torch.testing.assert_close(trainer.params[name][0], value.detach(), rtol=1e-4, atol=1e-5)
-
-
-def test_epoch_metrics_are_keras_running_averages():
+@PATHS
+def test_epoch_metrics_are_keras_running_averages(use_fused):
     """With a learning rate of 0 the weights stay put, so Keras' batch-averaged epoch loss and
     accuracy must equal a full pass: this checks the bookkeeping, short last batch included."""
-    from mnist_study.optim import RMSpropConfig
-
     train = _data(650)  # 20 full batches and one of 10
     config = TrainConfig(hidden=6, l2=0.01, optimizer=RMSpropConfig(lr=0.0))
-    trainer = StackedTrainer(config, train.x.shape[1], [0, 1], torch.device("cpu"))
+    trainer = StackedTrainer(config, train.x.shape[1], [0, 1], torch.device("cpu"), use_fused)
     loss, accuracy = trainer.train_epoch(train)
     full_loss, full_accuracy = evaluate_stack(trainer.params, train, l2=0.01)
     torch.testing.assert_close(loss.double(), full_loss, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,55 @@
+"""The fused training epoch (kernels/fused_epoch.cpp), compiled on first use and cached.
+
+PyTorch builds the kernel with the machine's C++ compiler the first time a process asks for it
+(about 25 s, once per machine and PyTorch version; later processes load the cached library in well
+under a second). Where there is no compiler, or the build fails, `load()` says why once and returns
+None, and training takes the eager step in train.py, which computes the same thing more slowly.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+SOURCE = Path(__file__).parent / "kernels" / "fused_epoch.cpp"
+ENV_SWITCH = "MNIST_STUDY_FUSED"  # "0": train on the eager step only (to compare, or to rule the kernel out)
+
+_module = None
+_unavailable: str | None = None
+
+
+def enabled() -> bool:
+    """False when the environment switches the fused kernel off."""
+    return os.environ.get(ENV_SWITCH, "1") != "0"
+
+
+def unavailable_reason() -> str | None:
+    """Why load() returned None, once it has."""
+    return _unavailable
+
+
+def load():
+    """The compiled module (train_epoch, pixel_masks), or None where it cannot be had."""
+    global _module, _unavailable
+    if _module is not None or _unavailable is not None:
+        return _module
+    if not enabled():
+        _unavailable = f"switched off by {ENV_SWITCH}=0"
+        return None
+    try:
+        from torch.utils.cpp_extension import load as build
+
+        _module = build(
+            name="mnist_study_fused_epoch",
+            sources=[str(SOURCE)],
+            # -fno-math-errno lets sqrt vectorise; no -ffast-math: the arithmetic stays IEEE.
+            extra_cflags=["-O3", "-march=native", "-fno-math-errno"],
+            verbose=False,
+        )
+    except Exception as error:  # no compiler, no ninja, a failed build: the eager step still works
+        lines = str(error).strip().splitlines()
+        _unavailable = lines[-1] if lines else type(error).__name__
+        warnings.warn(f"fused training kernel unavailable ({_unavailable}); training takes the slower eager "
+                      "step. A C++ compiler (g++) and ninja enable it.", stacklevel=2)
+    return _module
