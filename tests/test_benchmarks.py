@@ -42,7 +42,8 @@ def test_epoch_speed_measures_every_peer_where_asked(tiny_results):
     assert list(rows) == [1, 8]
     for width, row in rows.items():
         measured = {p for p, t in row["seconds"].items() if t is not None}
-        expected = set(epoch_speed.PEERS) if width in TINY.peer_widths else {"floor", "ours", "slices"}
+        every_width = {"floor", "ours", "ours_dense", "ours_eager", "slices"}
+        expected = set(epoch_speed.PEERS) if width in TINY.peer_widths else every_width
         assert measured == expected
         assert all(t > 0 for t in row["seconds"].values() if t is not None)
         assert row["ratio"]["floor"] == pytest.approx(1.0)
@@ -57,7 +58,7 @@ def test_epoch_speed_markdown_tables(tiny_results):
     assert [r["hidden"] for r in rows] == ["1", "8"]
     for row in rows:
         assert float(row["floor s/epoch"]) > 0
-        for peer in ("ours", "PyTorch, slices"):
+        for peer in ("ours", "ours, no zero pixels", "ours, eager step", "PyTorch, slices"):
             ratio = re.fullmatch(r"([0-9.]+)× \(([0-9.]+) s\)", row[peer])
             assert ratio and float(ratio.group(1)) > 0 and float(ratio.group(2)) > 0, row[peer]
     narrow, wide = rows
@@ -70,6 +71,7 @@ def test_epoch_speed_markdown_tables(tiny_results):
     assert [(r["hidden"], r["seeds"]) for r in seeds] == [("8", "1"), ("8", "2")]
     assert seeds[0]["per seed vs 1 seed"] == "1.00×"
     assert re.search(r"number of images \(log-log fit\): \w+ \(slope -?[0-9.]+\)", text)
+    assert re.search(r"The compiled epoch against the eager step: [0-9.]+× at width 1, [0-9.]+× at width 8\.", text)
 
 
 def test_growth_names_the_fitted_exponent():
