@@ -197,9 +197,9 @@ def _device_name(device: torch.device) -> str:
 
 # ---------------------------------------------------------------- planning and scheduling
 
-# Narrow networks are all per-step overhead, which seeds stacked in one step share; wide ones are
-# all matrix products, which stacking does not shrink, so their seeds run as separate tasks that
-# spread over the workers (benchmarks/epoch_speed.py measures both).
+# Narrow networks train in a fraction of a second an epoch, so their seeds share one task (one
+# trainer: one validation pass for all, one process start); wide ones are all matrix products, so
+# their seeds run as separate tasks that spread over the workers.
 STACK_SEEDS_BELOW_WIDTH = 64
 
 
