@@ -29,6 +29,18 @@ def unavailable_reason() -> str | None:
     return _unavailable
 
 
+def _put_ninja_on_path() -> None:
+    """PyTorch runs `ninja` from PATH; the pip-installed one lives beside this environment's Python,
+    which is not on PATH when the environment is used without activating it."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    path = os.environ.get("PATH", "")
+    if ninja.BIN_DIR not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path]) if path else ninja.BIN_DIR
+
+
 def load():
     """The compiled module (train_epoch, pixel_masks), or None where it cannot be had."""
     global _module, _unavailable
@@ -40,6 +52,7 @@ def load():
     try:
         from torch.utils.cpp_extension import load as build
 
+        _put_ninja_on_path()
         _module = build(
             name="mnist_study_fused_epoch",
             sources=[str(SOURCE)],
