@@ -323,7 +323,7 @@ def markdown(results: dict) -> str:
         "batches into preallocated outputs; no activation, loss, optimiser or indexing.",
         "- **ours**: `StackedTrainer.train_epoch`, one seed: the compiled CPU epoch (`kernels/fused_epoch.cpp`): "
         "one call per epoch, products by PyTorch's BLAS over the pixels that are non-zero in some image of the "
-        "batch, RMSprop applied to each block of the hidden kernel's gradient as it is made, Keras' metrics.",
+        "batch, RMSprop in one pass over each parameter (penalty gradient and ΣW1² folded in), Keras' metrics.",
         "- **ours, no zero pixels**: the same kernel on the same images with every zero pixel set to 0.001, so "
         "no pixel can be skipped: its cost without MNIST's sparsity (the products are then as large as the floor's).",
         "- **ours, eager step**: `StackedTrainer` with the kernel off (`use_fused=False`): the hand-written "
