@@ -277,9 +277,15 @@ def explained_variance_spectrum(x: np.ndarray) -> np.ndarray:
     cumulative-variance curve) comes from the eigenvalues of the covariance matrix, which for
     784 pixels is much cheaper than a full SVD.
     """
-    x = np.asarray(x, dtype=np.float64)
-    centred = x - x.mean(0)
-    covariance = centred.T @ centred / max(len(x) - 1, 1)
+    x = np.asarray(x)
+    n, d = x.shape
+    # Accumulated over chunks in float64: a float64 copy of all 55,000 images would cost 345 MB.
+    mean = x.mean(0, dtype=np.float64)
+    scatter = np.zeros((d, d))
+    for start in range(0, n, 5000):
+        chunk = x[start:start + 5000].astype(np.float64) - mean
+        scatter += chunk.T @ chunk
+    covariance = scatter / max(n - 1, 1)
     eigenvalues = np.clip(np.linalg.eigvalsh(covariance)[::-1], 0, None)
     total = eigenvalues.sum()
     return eigenvalues / total if total > 0 else eigenvalues

@@ -132,7 +132,7 @@ def run(
         _fail(e)
     _show(run_dir, Format.table, per_seed=False)
     if report:
-        _report(run_dir, tsne_points, data_dir)
+        _report(run_dir, tsne_points, data_dir, workers)
     console.print(f"\nResults: [bold]{run_dir}[/]")
 
 
@@ -175,11 +175,11 @@ def show(
         _fail(e)
 
 
-def _report(run_dir: Path, tsne_points: str, data_dir: Optional[Path]) -> None:
+def _report(run_dir: Path, tsne_points: str, data_dir: Optional[Path], workers: Optional[int] = None) -> None:
     from .report import build_report
 
     points = "all" if tsne_points == "all" else int(tsne_points)
-    path = build_report(run_dir, tsne_points=points, data_dir=data_dir)
+    path = build_report(run_dir, tsne_points=points, data_dir=data_dir, workers=workers)
     console.print(f"Report: [bold]{path}[/]")
 
 
@@ -188,10 +188,12 @@ def report(
     run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
     tsne_points: str = typer.Option("10000", "--tsne-points", help="Training images in each t-SNE map: a number or 'all'."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Processes for the per-experiment "
+                                          "analyses. Default: one per core; 0 = in this process."),
 ) -> None:
     """(Re)build RUN_DIR/report.html from the saved results, without retraining."""
     try:
-        _report(run_dir, tsne_points, data_dir)
+        _report(run_dir, tsne_points, data_dir, workers)
     except USER_ERRORS as e:
         _fail(e)
 

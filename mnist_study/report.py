@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -76,6 +77,15 @@ class _Steps:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
             if self._bar is not None:
                 self._bar.advance(self._task)
+
+    def describe(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+
+    def advance(self, text: str) -> None:
+        """One step done elsewhere (timed there)."""
+        if self._bar is not None:
+            self._bar.update(self._task, description=text, advance=1)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -219,7 +229,7 @@ def _experiment_section(e: Experiment, result: SeedResult, inputs: _Inputs, n_se
     }
 
 
-def _hidden_section(e: Experiment, result: SeedResult, inputs: _Inputs, tsne_points) -> dict:
+def _hidden_section(e: Experiment, result: SeedResult, inputs: _Inputs, tsne_points, tsne_jobs: int | None) -> dict:
     model = result.model()
     width = model.hidden_width
     if width <= 2:
@@ -236,7 +246,7 @@ def _hidden_section(e: Experiment, result: SeedResult, inputs: _Inputs, tsne_poi
     index = analysis.sample_indices(len(inputs.y_train), tsne_points, result.seed)
     hidden, _ = model.hidden_and_proba(inputs.features(inputs.x_train[index]))
     start = time.perf_counter()
-    embedding = analysis.tsne_embedding(hidden, seed=result.seed)
+    embedding = analysis.tsne_embedding(hidden, seed=result.seed, n_jobs=tsne_jobs)
     seconds = time.perf_counter() - start
     knn = analysis.knn_accuracy(embedding, inputs.y_train[index])
     fig = figures.tsne_map(embedding, inputs.y_train[index], inputs.x_train[index],
@@ -360,6 +370,84 @@ def _load_data(run: RunResults, data_dir) -> Dataset:
                     + (f": {errors[-1]}" if errors else "") + " Pass --data-dir with the dataset's directory.")
 
 
+def _analyse(run: RunResults, dataset: Dataset, split_cache: dict, name: str, tsne_points, show_frontend: bool,
+             tsne_jobs: int | None) -> dict:
+    """Every per-experiment section of experiment `name` (its first seed), and how long each took."""
+    e = next(x for x in run.experiments if x.name == name)
+    result = run.results(name)[0]
+    key = (e.validation, e.validation_size, e.train_size)
+    if key not in split_cache:
+        split_cache.clear()  # one split at a time: each is ~200 MB of float32 images
+        split_cache[key] = make_splits(dataset, e.validation, e.validation_size, e.train_size)
+    s = split_cache[key]
+    inputs = _Inputs(*s["train"], *s["test"], frontend=run.frontend(name))
+    timings: dict[str, float] = {}
+
+    def timed(label: str, make):
+        start = time.perf_counter()
+        value = make()
+        timings[label] = time.perf_counter() - start
+        return value
+
+    out = {
+        "experiment": timed("figures", lambda: _experiment_section(e, result, inputs, len(run.results(name)))),
+        "hidden": timed("hidden activations", lambda: _hidden_section(e, result, inputs, tsne_points, tsne_jobs)),
+        "patterns": timed("activation maximisation", lambda: _patterns_section(e, result, inputs)),
+        "frontend": timed("front-end", lambda: _frontend_section(e, inputs)) if show_frontend else None,
+    }
+    if out["hidden"].get("tsne_seconds") is not None:
+        timings["t-SNE"] = out["hidden"]["tsne_seconds"]
+    timings["activation maximisation (optimisation only)"] = out["patterns"]["seconds"]
+    out["timings"] = timings
+    return out
+
+
+_worker_state: dict = {}  # one worker's run, dataset and splits, loaded by its first task
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+    _worker_state["blas"] = threadpool_limits(1, user_api="blas")  # for the worker's lifetime
+
+
+def _analyse_in_worker(run_dir: str, data_dir: str | None, name: str, tsne_points, show_frontend: bool) -> dict:
+    if _worker_state.get("run_dir") != run_dir:
+        run = load_run(run_dir)
+        _worker_state.update(run_dir=run_dir, run=run, dataset=_load_data(run, data_dir), splits={})
+    # The workers already fill the cores: one thread each for t-SNE too.
+    return _analyse(_worker_state["run"], _worker_state["dataset"], _worker_state["splits"], name, tsne_points,
+                    show_frontend, tsne_jobs=1)
+
+
+def _analyse_all(run: RunResults, dataset: Dataset | None, data_dir, names: list[str], tsne_points,
+                 frontend_shown_by: set[str], workers: int, on_done) -> dict[str, dict]:
+    """The per-experiment analyses, in `workers` processes (or here when workers <= 1).
+
+    Each experiment's analyses are independent of the others', and most of their time is
+    single-threaded (openTSNE's threads gain only ~1.3x on two cores), so one worker per core
+    does the report in about 0.6x the time of one process.
+    """
+    if workers <= 1:
+        splits: dict = {}
+        results = {}
+        for name in names:
+            results[name] = _analyse(run, dataset, splits, name, tsne_points, name in frontend_shown_by, None)
+            on_done(name)
+        return results
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    data = str(data_dir) if data_dir is not None else None  # workers find it as _load_data did here
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        futures = {pool.submit(_analyse_in_worker, str(run.path), data, name, tsne_points,
+                               name in frontend_shown_by): name for name in names}
+        results = {}
+        for future in cf.as_completed(futures):
+            results[futures[future]] = future.result()
+            on_done(futures[future])
+    return results
+
+
 def _render(context: dict) -> str:
     import jinja2
 
@@ -370,7 +458,7 @@ def _render(context: dict) -> str:
 
 
 def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_000,
-                 data_dir: str | Path | None = None, progress: bool = True) -> Path:
+                 data_dir: str | Path | None = None, progress: bool = True, workers: int | None = None) -> Path:
     """Write RUN_DIR/report.html (atomically) from a run's saved results; return its path.
 
     Parameters
@@ -380,6 +468,8 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
         them; "all" reproduces that, at minutes per map).
     data_dir : where the dataset is; by default the directory recorded in the run's manifest.
     progress : show a progress bar over the analyses (on the terminal).
+    workers : processes for the per-experiment analyses; by default one per core (at most one per
+        experiment); 0 or 1 does everything in this process.
 
     Per-experiment figures use each experiment's first seed. The seconds each analysis took go to
     RUN_DIR/report_timings.json.
@@ -394,8 +484,9 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
         raise RunError(f"{run.path} has no finished experiment yet; run or resume it first")
     # Experiments sharing a front-end (same kind, parameters and split) show it once.
     shown_frontends = {e.frontend_key(): e for e in reversed(done) if e.frontend.kind != "raw"}
-    steps = _Steps(total=4 + 3 * len(done) + len(shown_frontends), progress=progress)
-    per_experiment: dict[str, dict[str, float]] = {}
+    steps = _Steps(total=4 + len(done), progress=progress)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, len(done))
     # Every array here is small (at most 60,000 x 784): extra BLAS and torch threads only add
     # wake-up costs, which grow 10-100x when other processes share the cores. t-SNE keeps its own
     # threads (see analysis.tsne_embedding).
@@ -408,32 +499,18 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
             data = _data_section(dataset, run)
         with steps.step("accuracy table"):
             accuracy = _accuracy_section(run)
-        experiments, hidden, patterns, frontends = [], [], [], []
-        split_cache: dict[tuple, dict] = {}
-        for e in done:
-            results = run.results(e.name)
-            key = (e.validation, e.validation_size, e.train_size)
-            if key not in split_cache:
-                split_cache[key] = make_splits(dataset, e.validation, e.validation_size, e.train_size)
-            s = split_cache[key]
-            inputs = _Inputs(*s["train"], *s["test"], frontend=run.frontend(e.name))
-            times = per_experiment.setdefault(e.name, {})
-            with steps.step(f"{e.name}: figures"):
-                experiments.append(_experiment_section(e, results[0], inputs, len(results)))
-            with steps.step(f"{e.name}: hidden activations"):
-                hidden.append(_hidden_section(e, results[0], inputs, tsne_points))
-            with steps.step(f"{e.name}: activation maximisation"):
-                patterns.append(_patterns_section(e, results[0], inputs))
-            if shown_frontends.get(e.frontend_key()) is e:
-                with steps.step(f"{e.name}: front-end"):
-                    section = _frontend_section(e, inputs)
-                if section:
-                    frontends.append(section)
-            times.update({name.split(": ", 1)[1]: steps.timings[name] for name in steps.timings
-                          if name.startswith(e.name + ": ")})
-            if hidden[-1].get("tsne_seconds") is not None:
-                times["t-SNE"] = hidden[-1]["tsne_seconds"]
-            times["activation maximisation (optimisation only)"] = patterns[-1]["seconds"]
+        names = [e.name for e in done]
+        shown_by = {e.name for e in shown_frontends.values()}
+        if workers > 1:
+            dataset = None  # the workers load their own; this process only renders
+        steps.describe("analyses of each experiment")
+        analysed = _analyse_all(run, dataset, data_dir, names, tsne_points, shown_by, workers,
+                                on_done=lambda name: steps.advance(f"{name} done"))
+        experiments = [analysed[n]["experiment"] for n in names]
+        hidden = [analysed[n]["hidden"] for n in names]
+        patterns = [analysed[n]["patterns"] for n in names]
+        frontends = [analysed[n]["frontend"] for n in names if analysed[n]["frontend"]]
+        per_experiment = {n: analysed[n]["timings"] for n in names}
         with steps.step("claims and notes"):
             claims, claims_error = [], None
             try:
@@ -445,7 +522,7 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
                      "single": next((p for p in patterns if "single" in p), None),
                      "forest": next((f for f in frontends if f["kind"] == "forest_pixels"), None)}
         with steps.step("render"):
-            shared = {k: v for k, v in steps.timings.items() if ": " not in k}
+            shared = dict(steps.timings)
             context = {
                 "study": run.study, "run_path": str(run.path),
                 "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -463,7 +540,8 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
         torch.set_num_threads(torch_threads)
     timings = {
         "tsne_points": tsne_points,
-        "seconds": {k: round(v, 3) for k, v in steps.timings.items() if ": " not in k},
+        "workers": workers,
+        "seconds": {k: round(v, 3) for k, v in steps.timings.items()},
         "experiments": {name: {k: round(v, 3) for k, v in t.items()} for name, t in per_experiment.items()},
         "total_seconds": round(time.perf_counter() - started, 3),
     }

@@ -144,6 +144,23 @@ def test_report_timings_are_recorded(built):
     assert 0 < timings["total_seconds"] <= seconds + 1
 
 
+def _page_without_pixels_and_times(page: str) -> str:
+    page = re.sub(r'data:image/png;base64,[^"]+', "IMG", page)
+    page = re.sub(r"\d{4}-\d\d-\d\dT[\d:+]+", "TIME", page)  # when it was generated
+    page = re.sub(r"\d+\.\d+", "N", page)  # timings and t-SNE's kNN percentages
+    return page
+
+
+def test_report_is_the_same_from_worker_processes_and_from_one_process(built):
+    run_dir, _, _ = built
+    pages = {}
+    for workers in (0, 2):
+        build_report(run_dir, tsne_points=150, progress=False, workers=workers)
+        pages[workers] = _page_without_pixels_and_times((run_dir / "report.html").read_text())
+        assert json.loads((run_dir / "report_timings.json").read_text())["workers"] == workers
+    assert pages[0] == pages[2]
+
+
 def test_bad_tsne_points_are_refused(built):
     run_dir, _, _ = built
     with pytest.raises(ValueError, match="tsne_points"):
