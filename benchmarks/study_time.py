@@ -253,10 +253,14 @@ def report_tables(report: dict) -> list[str]:
             totals.setdefault(name, []).append(seconds)
     rows += [[name, fmt_seconds(sum(seconds)), f"sum over {len(seconds)} experiments"]
              for name, seconds in sorted(totals.items(), key=lambda kv: -sum(kv[1]))]
-    own = _mib(report["peak_memory"])[0]
+    own, largest, together = _mib(report["peak_memory"])
     nested = " t-SNE is part of \"hidden activations\"." if "t-SNE" in totals else ""
+    workers = timings.get("workers")
+    spread = (f" The per-experiment analyses ran in {workers} worker processes, so their times, summed over "
+              "experiments, add up to more than the wall time." if workers and workers > 1 else "")
     return [f"`build_report(tsne_points={report['tsne_points']:,})`: {fmt_seconds(report['wall_seconds'])} s "
-            f"in all, peak memory {own} MiB.{nested}", "",
+            f"in all; peak memory {own} MiB in the calling process, {largest} MiB in the largest worker, "
+            f"{together} MiB all together.{nested}{spread}", "",
             markdown_table(["analysis", "seconds", "done"], rows, align="lrl")]
 
 

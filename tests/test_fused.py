@@ -79,6 +79,24 @@ def test_full_training_runs_agree_on_both_paths(kernel):
             torch.testing.assert_close(a.params[name], b.params[name], rtol=1e-3, atol=1e-4)
 
 
+def test_blank_images_train_like_the_reference(kernel):
+    """A batch in which every pixel is zero leaves nothing for the products: the biases and the
+    penalty still move, as in the reference."""
+    train = _sparse_digits(96)
+    train.x[:32] = 0.0  # the first batch, in the identity order below, is blank
+    config = TrainConfig(hidden=5, l2=0.001, max_epochs=1, early_stopping=False, keep="final")
+    trainer = StackedTrainer(config, train.x.shape[1], [0], torch.device("cpu"), use_fused=True)
+    params = [trainer.params[k] for k in PARAM_NAMES]
+    order = torch.arange(96).view(1, -1)
+    kernel.train_epoch(train.x, kernel.pixel_masks(train.x), train.y, order, params, trainer.optimizer.velocity,
+                       32, 1e-3, 0.9, 1e-7, 0.001)
+    expected = {k: v.clone().requires_grad_(True) for k, v in init_params(train.x.shape[1], 5, 0).items()}
+    optimizer = torch.optim.RMSprop(list(expected.values()), lr=1e-3, alpha=0.9, eps=1e-7)
+    reference_train_epoch(expected, optimizer, train, order[0], config)
+    for name, value in zip(PARAM_NAMES, params):
+        torch.testing.assert_close(value[0], expected[name].detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_pixel_masks_mark_the_non_zero_pixels(kernel):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(50, 37, generator=g)  # 37 pixels: two full runs of 16 and a partial one
@@ -100,6 +118,12 @@ def test_kernel_rejects_inputs_it_cannot_train_on(kernel):
                            32, 1e-3, 0.9, 1e-7, 0.0)
     with pytest.raises(RuntimeError, match="masks must be pixel_masks"):
         kernel.train_epoch(train.x, masks[:10], train.y, perm, params, trainer.optimizer.velocity,
+                           32, 1e-3, 0.9, 1e-7, 0.0)
+    with pytest.raises(RuntimeError, match=r"labels must lie in \[0, 10\)"):
+        kernel.train_epoch(train.x, masks, train.y + 5, perm, params, trainer.optimizer.velocity,
+                           32, 1e-3, 0.9, 1e-7, 0.0)
+    with pytest.raises(RuntimeError, match="perms must index rows of x"):
+        kernel.train_epoch(train.x, masks, train.y, perm + 1, params, trainer.optimizer.velocity,
                            32, 1e-3, 0.9, 1e-7, 0.0)
     with pytest.raises(RuntimeError, match="hidden.kernel must be a contiguous float32"):
         kernel.train_epoch(train.x, masks, train.y, perm, [params[0].transpose(1, 2), *params[1:]],

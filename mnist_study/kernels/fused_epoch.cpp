@@ -165,7 +165,8 @@ class EpochTrainer {
       for (int64_t j = 0; j < k; ++j) std::memcpy(&w1_[j * h], net.w1 + active_[j] * h, h * sizeof(float));
       w1 = w1_.data();
     }
-    matmul(false, false, b, h, k, x_.data(), k, w1, h, z1_.data(), h);
+    const int64_t ldx = std::max<int64_t>(k, 1);  // BLAS wants leading dimensions >= 1, even for a blank batch
+    matmul(false, false, b, h, k, x_.data(), ldx, w1, h, z1_.data(), h);
     for (int64_t i = 0; i < b; ++i)
       for (int64_t j = 0; j < h; ++j) z1_[i * h + j] = std::max(z1_[i * h + j] + net.b1[j], 0.0f);
 
@@ -208,7 +209,7 @@ class EpochTrainer {
 
     // dW1 = x^T dh for the active pixels; the others' gradient is the penalty's alone. The update
     // walks W1 in runs of active and inactive rows.
-    matmul(true, false, k, h, b, x_.data(), k, dh_.data(), h, grad_rows_.data(), h);
+    matmul(true, false, k, h, b, x_.data(), ldx, dh_.data(), h, grad_rows_.data(), h);
     double squares = 0.0;
     const int64_t* next = active_.data();
     const int64_t* end = next + k;
@@ -297,6 +298,11 @@ std::tuple<at::Tensor, at::Tensor> train_epoch(
                   masks.size(0) == x.size(0) && masks.size(1) == (d + 15) / 16,
               "masks must be pixel_masks(x)");
   TORCH_CHECK(batch > 0, "batch must be positive");
+  TORCH_CHECK(labels.numel() == x.size(0) && labels.is_contiguous(), "labels must be (N,), one per row of x");
+  TORCH_CHECK(n == 0 || (perms.min().item<int64_t>() >= 0 && perms.max().item<int64_t>() < x.size(0)),
+              "perms must index rows of x");
+  TORCH_CHECK(x.size(0) == 0 || (labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < c),
+              "labels must lie in [0, ", c, ")");
 
   auto ce = at::zeros({seeds}, at::kDouble);
   auto correct = at::zeros({seeds}, at::kLong);
