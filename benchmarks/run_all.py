@@ -1,6 +1,6 @@
 """Run the training benchmarks and write their sections of BENCHMARKS.md (`make bench`).
 
-    python benchmarks/run_all.py                          # epoch speed + whole study -> BENCHMARKS.md (~30 min)
+    python benchmarks/run_all.py                          # epoch speed, whole study, many seeds -> BENCHMARKS.md (~35 min)
     python benchmarks/run_all.py --only training-speed    # redo one section, keep the other
     python benchmarks/run_all.py --seeds 5 --compare-vectorised --compare-workers --tsne-full
     python benchmarks/run_all.py --quick                  # a smoke run: prints the sections, writes nothing
@@ -34,6 +34,7 @@ DEFAULT_OUTPUT = REPO / "BENCHMARKS.md"
 SECTIONS = {  # marker name -> (heading, script)
     "training-speed": ("Training speed: one epoch on one core", "epoch_speed.py"),
     "study-time": ("Whole-study time: training, report, t-SNE", "study_time.py"),
+    "many-seeds": ("Many seeds: the paper study with 1, 5 and 10 seeds", "many_seeds.py"),
 }
 NEW_FILE = """# Benchmarks
 
@@ -89,7 +90,7 @@ def benchmark_args(name: str, args: argparse.Namespace) -> list[str]:
             out += ["--repeats", str(args.repeats)]
         if args.widths:
             out += ["--widths", *map(str, args.widths)]
-    else:
+    elif name == "study-time":
         if args.seeds != 1:
             out += ["--seeds", str(args.seeds)]
         for flag in ("compare_workers", "compare_vectorised", "tsne_full", "no_report", "no_tsne"):

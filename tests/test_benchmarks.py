@@ -188,3 +188,26 @@ def test_study_time_markdown_renders_every_table():
     assert workers[0]["largest worker"] == common.NOT_MEASURED  # one worker: no worker processes
     assert "saves 38% of the wall time" in text
     assert "- t-SNE, scikit-learn, 60,000 points: MemoryError" in text
+
+
+def test_many_seeds_markdown_adds_the_report_to_every_run():
+    import many_seeds
+
+    memory = {"self_mib": 500.0, "workers_mib": 900.0, "total_mib": 2000.0}
+    results = {"machine": common.machine(), "study": "paper",
+               "runs": [_fake_study_run(2, [0], 30.0), _fake_study_run(2, list(range(5)), 60.0)],
+               "report": {"wall_seconds": 40.0, "tsne_points": 10_000, "peak_memory": memory}}
+    text = many_seeds.markdown(results)
+    rows = table_rows(text, "The `paper` study")
+    assert [r["seeds"] for r in rows] == ["1", "5"]
+    assert rows[1]["per seed s"] == "12.0" and rows[1]["per seed vs first"] == "0.40×"
+    assert rows[0]["data to report.html s"] == "70.0" and rows[1]["data to report.html s"] == "100"
+    assert rows[1]["vs first"] == "1.43×"
+    assert "took 40.0 s, peak 2,000 MiB in all processes" in text
+
+
+def test_run_all_forwards_only_what_each_benchmark_takes():
+    args = run_all.parser().parse_args(["--seeds", "5", "--no-tsne", "--repeats", "3"])
+    assert run_all.benchmark_args("many-seeds", args) == []
+    assert run_all.benchmark_args("study-time", args) == ["--seeds", "5", "--no-tsne"]
+    assert run_all.benchmark_args("training-speed", args) == ["--repeats", "3"]
