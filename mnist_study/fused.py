@@ -8,7 +8,9 @@ None, and training takes the eager step in train.py, which computes the same thi
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import warnings
 from pathlib import Path
 
@@ -41,6 +43,17 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path]) if path else ninja.BIN_DIR
 
 
+def _cpu_tag() -> str:
+    """A short tag of this CPU's instruction sets: the kernel is built with -march=native, and a
+    cache shared between different machines must not hand one machine another's build."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
+
+
 def load():
     """The compiled module (train_epoch, pixel_masks), or None where it cannot be had."""
     global _module, _unavailable
@@ -54,7 +67,7 @@ def load():
 
         _put_ninja_on_path()
         _module = build(
-            name="mnist_study_fused_epoch",
+            name=f"mnist_study_fused_epoch_{_cpu_tag()}",
             sources=[str(SOURCE)],
             # -fno-math-errno lets sqrt vectorise; no -ffast-math: the arithmetic stays IEEE.
             extra_cflags=["-O3", "-march=native", "-fno-math-errno"],
