@@ -344,6 +344,7 @@ def _reproducibility(run: RunResults) -> dict:
         "command": _command(run),
         "command_recorded": (m.get("command") or "").split()[1:2] == ["run"],
         "created": m.get("created"), "device": m.get("device"), "workers": m.get("workers"),
+        "training_step": m.get("training_step"),
         "seeds": ", ".join(str(s) for s in m.get("seeds", [])), "git_commit": m.get("git_commit"),
         "complete": m.get("complete"), "wall_seconds": m.get("wall_seconds"),
         "versions": sorted((m.get("versions") or {}).items()),

@@ -1,10 +1,10 @@
 """Training: the paper's Keras protocol, for a stack of seeds at once.
 
 On the CPU a whole epoch runs in one call of the compiled kernel in kernels/fused_epoch.cpp (see
-fused.py): no per-step overhead, and the hidden kernel's gradient is consumed by RMSprop as it is
-made. Elsewhere (CUDA), or where the kernel cannot be built, the eager step below runs: written by
-hand (forward, analytic gradients, fused RMSprop) instead of autograd, because for a network this
-small per-operation overhead dominates. `reference_train_epoch` is the plain autograd +
+fused.py): no per-step overhead, products over just the batch's non-zero pixels, RMSprop in one pass
+per parameter. Elsewhere (CUDA), or where the kernel cannot be built, the eager step below runs:
+written by hand (forward, analytic gradients, foreach RMSprop) instead of autograd, because for a
+network this small per-operation overhead dominates. `reference_train_epoch` is the plain autograd +
 torch.optim.RMSprop version that the tests hold both fast paths to.
 
 Protocol (Keras `model.fit` with the paper's callbacks):

@@ -126,6 +126,9 @@ def test_report_content_reflects_the_run(built):
     assert "pca-beats-one-node" in page and re.search(r'class="verdict (supported|contradicted|not-resolved)"', page)
     assert "l2(0.01)" in page and "1.973" in page  # the epoch-1 log from the study file, beside ours
     assert "mnist-study run tiny.toml --seed 0 --seed 1" in page  # rebuilt: the run was started from Python
+    step = json.loads((run_dir / "manifest.json").read_text())["training_step"]
+    assert step == "fused CPU epoch" or step.startswith("eager step (")
+    assert f">{step}<" in page
     for digest in json.loads((run_dir / "manifest.json").read_text())["data"]["digests"].values():
         assert digest in page
     assert not list(run_dir.glob(".report.html.*"))  # written atomically: no temporary file left
