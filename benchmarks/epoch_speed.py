@@ -75,6 +75,7 @@ class Settings:
     seed_counts: tuple[int, ...] = (1, 2, 5, 10)
     data_dir: str | None = None
     synthetic: bool = False                          # random data of MNIST's shape, even if MNIST is there
+    device: str = "cpu"                              # "cuda": the eager step and the PyTorch peers on the GPU
 
 
 QUICK = Settings(widths=(10, 130), peer_widths=(130,), repeats=3, images=10_000, sizes=(2_500, 5_000, 10_000),
@@ -111,15 +112,16 @@ def training_data(settings: Settings) -> tuple[torch.Tensor, torch.Tensor, str]:
 
 def floor_epoch(x: torch.Tensor, y: torch.Tensor, width: int) -> Callable[[], None]:
     g = torch.Generator().manual_seed(0)
-    w1 = torch.randn(x.shape[1], width, generator=g) * 0.05
-    w2 = torch.randn(width, 10, generator=g) * 0.1
+    w1 = (torch.randn(x.shape[1], width, generator=g) * 0.05).to(x.device)
+    w2 = (torch.randn(width, 10, generator=g) * 0.1).to(x.device)
     batches = list(x.split(BATCH))  # contiguous views: no gather, no copy
     buffers: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def outputs(b: int) -> tuple[torch.Tensor, ...]:
         if b not in buffers:
-            buffers[b] = (torch.empty(b, width), torch.empty(b, 10), torch.randn(b, 10, generator=g),
-                          torch.empty(width, 10), torch.empty(b, width), torch.empty(x.shape[1], width))
+            new = lambda *shape: torch.empty(*shape, device=x.device)  # noqa: E731
+            buffers[b] = (new(b, width), new(b, 10), torch.randn(b, 10, generator=g).to(x.device),
+                          new(width, 10), new(b, width), new(x.shape[1], width))
         return buffers[b]
 
     def epoch() -> None:
@@ -135,12 +137,12 @@ def floor_epoch(x: torch.Tensor, y: torch.Tensor, width: int) -> Callable[[], No
 
 
 def ours_epoch(x: torch.Tensor, y: torch.Tensor, width: int, seeds: int = 1, use_fused: bool = True) -> Callable[[], None]:
-    trainer = StackedTrainer(TrainConfig(hidden=width, l2=L2), x.shape[1], list(range(seeds)), torch.device("cpu"),
-                             use_fused)
-    if use_fused and not trainer.use_fused:
-        raise SystemExit(f"the compiled kernel is switched off ({fused.ENV_SWITCH}=0): nothing to time as 'ours'")
-    if use_fused and fused.load() is None:
-        raise SystemExit(f"the compiled kernel is unavailable here: {fused.unavailable_reason()}")
+    trainer = StackedTrainer(TrainConfig(hidden=width, l2=L2), x.shape[1], list(range(seeds)), x.device, use_fused)
+    if use_fused and x.device.type == "cpu":  # off the CPU "ours" is the eager step: the kernel is CPU-only
+        if not trainer.use_fused:
+            raise SystemExit(f"the compiled kernel is switched off ({fused.ENV_SWITCH}=0): nothing to time as 'ours'")
+        if fused.load() is None:
+            raise SystemExit(f"the compiled kernel is unavailable here: {fused.unavailable_reason()}")
     split = Split(x, y)
     return lambda: trainer.train_epoch(split)
 
@@ -153,20 +155,21 @@ def ours_eager_epoch(x: torch.Tensor, y: torch.Tensor, width: int) -> Callable[[
     return ours_epoch(x, y, width, use_fused=False)
 
 
-def _torch_model(width: int, n_inputs: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+def _torch_model(width: int, n_inputs: int, device: torch.device = torch.device("cpu")
+                 ) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(n_inputs, width), nn.ReLU(), nn.Linear(width, 10))
+    model = nn.Sequential(nn.Linear(n_inputs, width), nn.ReLU(), nn.Linear(width, 10)).to(device)
     # Keras' RMSprop: rho = 0.9, epsilon = 1e-7 (torch's defaults are 0.99 and 1e-8).
     return model, torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
 
 
 def slices_epoch(x: torch.Tensor, y: torch.Tensor, width: int) -> Callable[[], None]:
-    model, optimizer = _torch_model(width, x.shape[1])
+    model, optimizer = _torch_model(width, x.shape[1], x.device)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(0)
 
     def epoch() -> None:
-        perm = torch.randperm(len(y), generator=generator)
+        perm = torch.randperm(len(y), generator=generator).to(x.device)
         for start in range(0, len(y), BATCH):
             idx = perm[start:start + BATCH]
             loss = loss_fn(model(x[idx]), y[idx]) + L2 * model[0].weight.pow(2).sum()
@@ -214,6 +217,21 @@ MAKERS = {"floor": floor_epoch, "ours": ours_epoch, "ours_dense": ours_dense_epo
           "dataloader": dataloader_epoch, "sklearn": sklearn_epoch}
 
 
+CPU_ONLY = {"ours_dense", "ours_eager", "dataloader", "sklearn"}  # off the CPU: "ours" is the eager step
+
+
+def _synchronised(fn: Callable[[], None], device: torch.device) -> Callable[[], None]:
+    """An epoch that ends when the device has finished its work, not when the last kernel is queued."""
+    if device.type != "cuda":
+        return fn
+
+    def epoch() -> None:
+        fn()
+        torch.cuda.synchronize(device)
+
+    return epoch
+
+
 # ---------------------------------------------------------------------------------- the measurements
 
 def _log(message: str) -> None:
@@ -223,9 +241,11 @@ def _log(message: str) -> None:
 def by_width(x: torch.Tensor, y: torch.Tensor, s: Settings) -> list[dict]:
     rows = []
     for width in s.widths:
-        peers = [p for p in PEERS if p not in ("dataloader", "sklearn") or width in s.peer_widths]
+        peers = [p for p in PEERS if (p not in ("dataloader", "sklearn") or width in s.peer_widths)
+                 and (x.device.type == "cpu" or p not in CPU_ONLY)]
         repeats = s.repeats if width < WIDE else min(s.repeats, s.wide_repeats)
-        times = interleaved_times({p: MAKERS[p](x, y, width) for p in peers}, repeats, s.warmup)
+        times = interleaved_times({p: _synchronised(MAKERS[p](x, y, width), x.device) for p in peers},
+                                  repeats, s.warmup)
         seconds = {p: statistics.median(times[p]) if p in times else None for p in PEERS}
         ratio = {p: t / seconds["floor"] if t is not None else None for p, t in seconds.items()}
         rows.append({"width": width, "repeats": repeats, "seconds": seconds, "ratio": ratio, "times": times})
@@ -234,7 +254,7 @@ def by_width(x: torch.Tensor, y: torch.Tensor, s: Settings) -> list[dict]:
 
 
 def by_size(x: torch.Tensor, y: torch.Tensor, s: Settings) -> dict:
-    fns = {n: ours_epoch(x[:n], y[:n], s.size_width) for n in s.sizes}
+    fns = {n: _synchronised(ours_epoch(x[:n], y[:n], s.size_width), x.device) for n in s.sizes}
     times = interleaved_times(fns, s.repeats, s.warmup)
     rows = [{"images": n, "seconds": statistics.median(times[n])} for n in s.sizes]
     _log(f"sizes at width {s.size_width}: " + ", ".join(f"{r['images']} {r['seconds']:.3f} s" for r in rows))
@@ -245,7 +265,8 @@ def by_size(x: torch.Tensor, y: torch.Tensor, s: Settings) -> dict:
 def by_seeds(x: torch.Tensor, y: torch.Tensor, s: Settings) -> list[dict]:
     tables = []
     for width in s.seed_widths:
-        times = interleaved_times({k: ours_epoch(x, y, width, seeds=k) for k in s.seed_counts}, s.repeats, s.warmup)
+        times = interleaved_times({k: _synchronised(ours_epoch(x, y, width, seeds=k), x.device)
+                                   for k in s.seed_counts}, s.repeats, s.warmup)
         seconds = {k: statistics.median(times[k]) for k in s.seed_counts}
         one = seconds[s.seed_counts[0]] / s.seed_counts[0]
         rows = [{"seeds": k, "seconds": seconds[k], "per_seed": seconds[k] / k,
@@ -261,12 +282,14 @@ def run(settings: Settings = Settings()) -> dict:
     """Measure every table; a JSON-able dict that `markdown` renders."""
     with single_thread():
         x, y, source = training_data(settings)
+        x, y = x.to(settings.device), y.to(settings.device)
         m = machine()
         results = {
             "machine": m,
             "settings": asdict(settings),
             "data": source,
             "images": settings.images,
+            "device_name": torch.cuda.get_device_name(x.device) if x.device.type == "cuda" else str(x.device),
             "widths": by_width(x[:settings.images], y[:settings.images], settings),
             "sizes": by_size(x, y, settings) if settings.sizes else None,
             "seeds": by_seeds(x[:settings.images], y[:settings.images], settings) if settings.seed_counts else [],
@@ -314,7 +337,9 @@ def markdown(results: dict) -> str:
         f"Machine: {machine_line(results['machine'])}",
         "",
         f"One epoch = {n:,} training images ({results['data']}), {batches:,} batches of {BATCH}, RMSprop, "
-        f"one thread (`torch.set_num_threads(1)`, BLAS limited to one thread, flush-to-zero on); "
+        + (f"on {s['device']} ({results.get('device_name')}), the data resident there, synchronised at the end "
+           "of each epoch; " if s.get("device", "cpu") != "cpu" else "")
+        + f"one thread (`torch.set_num_threads(1)`, BLAS limited to one thread, flush-to-zero on); "
         f"{repeats} after {s['warmup']} warm-up, every peer timed in turn in each round. "
         "Cells are multiples of the floor, with seconds per epoch in brackets; "
         f"{NOT_MEASURED} = not measured (too slow to repeat at every width).",
@@ -380,7 +405,7 @@ def markdown(results: dict) -> str:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     base = QUICK if args.quick else Settings()
     given = {"widths": args.widths, "peer_widths": args.peer_widths, "repeats": args.repeats,
-             "images": args.images, "data_dir": args.data_dir}
+             "images": args.images, "data_dir": args.data_dir, "device": args.device}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
     return replace(base, **given, synthetic=args.synthetic)
 
@@ -395,6 +420,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=os.environ.get("MNIST_STUDY_DATA"),
                    help="where MNIST is (default: $MNIST_STUDY_DATA, else the usual places); random data if absent")
     p.add_argument("--synthetic", action="store_true", help="time on random data of MNIST's shape")
+    p.add_argument("--device", help="cpu (default) or cuda: on a GPU, ours is the eager step and the "
+                                    "CPU-only peers (DataLoader, scikit-learn, the compiled epoch) are left out")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: widths 10 and 130, 10,000 images, 3 repeats (numbers indicative only)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")

@@ -32,12 +32,14 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(study: str, seed_counts: list[int], data_dir: str | None, tsne_points: int, work: Path) -> dict:
+def run(study: str, seed_counts: list[int], data_dir: str | None, tsne_points: int, work: Path,
+        device: str = "cpu") -> dict:
     """Time the study at each number of seeds, and the report once; a JSON-able dict."""
     results: dict = {"machine": machine(), "study": study, "runs": []}
     for n in seed_counts:
         _log(f"study {study}, {n} seed(s) ...")
-        measured, memory = run_in_child(measure_study, study, list(range(n)), None, data_dir, str(work / f"seeds-{n}"))
+        measured, memory = run_in_child(measure_study, study, list(range(n)), None, data_dir, str(work / f"seeds-{n}"),
+                                        device)
         measured["peak_memory"] = memory
         results["runs"].append(measured)
         _log(f"  {measured['wall_seconds']:.1f} s")
@@ -63,7 +65,8 @@ def markdown(results: dict) -> str:
     parts = [f"Command: `{results['command']}`", ""] if results.get("command") else []
     parts += [
         f"Machine: {machine_line(results['machine'])}", "",
-        f"The `{results['study']}` study, seeds 0..N-1 in one run each. The report "
+        f"The `{results['study']}` study, seeds 0..N-1 in one run each, trained on "
+        f"{results['runs'][0].get('device') or 'the CPU'}. The report "
         f"(`build_report(tsne_points={report['tsne_points']:,})`, built once on the {len(runs[0]['seeds'])}-seed "
         f"run: its figures use the first seed) took {fmt_seconds(report['wall_seconds'])} s, peak "
         f"{report['peak_memory']['total_mib']:,.0f} MiB in all processes; \"data to report.html\" adds it to "
@@ -79,6 +82,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=os.environ.get("MNIST_STUDY_DATA"),
                    help="where MNIST is (default: $MNIST_STUDY_DATA, else the usual places)")
     p.add_argument("--quick", action="store_true", help="the quick study with 1 and 2 seeds: a smoke run")
+    p.add_argument("--device", default="cpu", help="where training runs: cpu (default) or cuda")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     return p
 
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="mnist-study-seeds-"))
     try:
         results = run("quick" if args.quick else "paper", counts, args.data_dir, 1_000 if args.quick else 10_000,
-                      work)
+                      work, args.device)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["command"] = " ".join(["python benchmarks/many_seeds.py", *argv])

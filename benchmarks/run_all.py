@@ -5,6 +5,7 @@
     python benchmarks/run_all.py --seeds 5 --compare-vectorised --compare-workers --tsne-full
     python benchmarks/run_all.py --quick                  # a smoke run: prints the sections, writes nothing
     python benchmarks/run_all.py --quick --output /tmp/BENCHMARKS.md
+    python benchmarks/run_all.py --device cuda --output BENCHMARKS-gpu.md   # on a machine with a GPU
 
 Each benchmark runs as its own process (so peak memory is its own) and hands back JSON, which is
 rendered here. Only the text between a section's markers, e.g.
@@ -85,6 +86,8 @@ def benchmark_args(name: str, args: argparse.Namespace) -> list[str]:
     out = ["--quick"] if args.quick else []
     if args.data_dir:
         out += ["--data-dir", args.data_dir]
+    if args.device:
+        out += ["--device", args.device]
     if name == "training-speed":
         if args.repeats:
             out += ["--repeats", str(args.repeats)]
@@ -134,6 +137,8 @@ def parser() -> argparse.ArgumentParser:
                         "with --quick, print the sections instead)")
     p.add_argument("--quick", action="store_true", help="smoke runs of every benchmark (numbers indicative only)")
     p.add_argument("--data-dir", help="where MNIST is (default: $MNIST_STUDY_DATA, else the usual places)")
+    p.add_argument("--device", help="cpu (default) or cuda, for every benchmark: on a GPU, `--device cuda --output "
+                                    "BENCHMARKS-gpu.md` keeps the CPU figures")
     group = p.add_argument_group("training-speed (epoch_speed.py)")
     group.add_argument("--repeats", type=int, help="timed epochs per cell")
     group.add_argument("--widths", type=int, nargs="+", help="hidden widths")

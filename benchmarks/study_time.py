@@ -48,16 +48,18 @@ def _epochs(run_dir: Path) -> dict[str, float]:
             for e in run.experiments if run.results(e.name)}
 
 
-def measure_study(study: str, seeds: list[int], workers: int | None, data_dir: str | None, out: str) -> dict:
+def measure_study(study: str, seeds: list[int], workers: int | None, data_dir: str | None, out: str,
+                  device: str = "cpu") -> dict:
     """Train and evaluate `study` for `seeds` into `out`; wall seconds and the manifest's stages."""
     from mnist_study.runner import run_study
 
     start = time.perf_counter()
-    run_dir = run_study(study, seeds=seeds, device="cpu", data_dir=data_dir, out=out, workers=workers,
+    run_dir = run_study(study, seeds=seeds, device=device, data_dir=data_dir, out=out, workers=workers,
                         progress=False, command="python benchmarks/study_time.py")
     wall = time.perf_counter() - start
     manifest = json.loads((run_dir / "manifest.json").read_text())
     return {"run_dir": str(run_dir), "study": study, "seeds": seeds, "workers": manifest["workers"],
+            "device": manifest.get("device"),
             "wall_seconds": wall, "stages": manifest["stages"], "epochs": _epochs(run_dir)}
 
 
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     results["kernel"] = _measured(prepare_kernel)
     _log(f"training kernel ready in {results['kernel']['seconds']:.1f} s: {results['kernel']['step']}")
     _log(f"study {args.study}, {args.seeds} seed(s) ...")
-    main = _measured(measure_study, args.study, seeds, args.workers, args.data_dir, str(work / "run"))
+    main = _measured(measure_study, args.study, seeds, args.workers, args.data_dir, str(work / "run"), args.device)
     results["study"] = main
     _log(f"  {main['wall_seconds']:.1f} s")
     if not args.no_report:
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                 continue
             _log(f"study with {w} worker(s) ...")
             measured = attempt(f"{w} worker(s)", measure_study, args.study, seeds, w, args.data_dir,
-                               str(work / f"workers-{w}"))
+                               str(work / f"workers-{w}"), args.device)
             if measured:
                 results["workers"].append(measured)
     if args.compare_vectorised:
@@ -200,7 +202,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         for seed in seeds:
             _log(f"study, seed {seed} alone ...")
             measured = attempt(f"seed {seed} alone", measure_study, args.study, [seed], args.workers,
-                               args.data_dir, str(work / f"seed-{seed}"))
+                               args.data_dir, str(work / f"seed-{seed}"), args.device)
             if measured is None:
                 break
             one_by_one.append(measured)
@@ -317,6 +319,8 @@ def markdown(results: dict) -> str:
     if results.get("command"):
         parts += [f"Command: `{results['command']}`", ""]
     parts += [f"Machine: {machine_line(results['machine'])}", ""]
+    if results["study"].get("device", "cpu") != "cpu":
+        parts += [f"Training device: {results['study']['device']}.", ""]
     if results.get("kernel"):
         k = results["kernel"]
         parts += [f"Training step: {k['step']}, built or loaded from its cache before the timed runs in "
@@ -342,6 +346,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name or TOML path (default: paper; quick with --quick)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1, trained together (default 1)")
     p.add_argument("--workers", type=int, help="worker processes (default: the runner's, one per core)")
+    p.add_argument("--device", default="cpu", help="where training runs: cpu (default) or cuda")
     p.add_argument("--data-dir", default=os.environ.get("MNIST_STUDY_DATA"),
                    help="where MNIST is (default: $MNIST_STUDY_DATA, else the usual places)")
     p.add_argument("--no-report", action="store_true", help="do not time build_report")

@@ -211,3 +211,16 @@ def test_run_all_forwards_only_what_each_benchmark_takes():
     assert run_all.benchmark_args("many-seeds", args) == []
     assert run_all.benchmark_args("study-time", args) == ["--seeds", "5", "--no-tsne"]
     assert run_all.benchmark_args("training-speed", args) == ["--repeats", "3"]
+    on_gpu = run_all.parser().parse_args(["--device", "cuda"])
+    assert all(run_all.benchmark_args(name, on_gpu) == ["--device", "cuda"] for name in run_all.SECTIONS)
+
+
+def test_epoch_speed_keeps_every_peer_on_the_chosen_device():
+    """PyTorch's meta device refuses any mix with CPU tensors, as CUDA does: the peers that run off
+    the CPU keep their data, weights and buffers on the device (the times themselves mean nothing)."""
+    from dataclasses import replace
+
+    results = epoch_speed.run(replace(TINY, widths=(8,), sizes=(300, 600), device="meta"))
+    measured = {p for p, t in results["widths"][0]["seconds"].items() if t is not None}
+    assert measured == {"floor", "ours", "slices"}
+    assert "on meta (meta), the data resident there" in epoch_speed.markdown(results)
