@@ -7,21 +7,22 @@ puts this folder on the path).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import multiprocessing as mp
 import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+
+from mnist_study.provenance import git_commit, package_versions
 
 REPO = Path(__file__).resolve().parents[1]
 NOT_MEASURED = "—"
@@ -54,27 +55,6 @@ def ram_gib() -> float | None:
         return None
 
 
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("torch", "numpy", "scikit-learn", "openTSNE", "mnist-study"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return found
-
-
-def git_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return head.stdout.strip() + ("-dirty" if dirty else "") if head.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def machine() -> dict:
     """What the numbers were measured on: CPU, cores, memory, versions, threads, load."""
     import torch
@@ -88,11 +68,11 @@ def machine() -> dict:
         "usable_cores": usable,
         "ram_gib": round(ram_gib() or 0.0, 1),
         "os": f"{platform.system()} {platform.release()}",
-        "versions": versions(),
+        "versions": package_versions(("torch", "numpy", "scikit-learn", "openTSNE", "mnist-study")),
         "torch_threads": torch.get_num_threads(),
         # A busy machine makes every figure slower; the load when measuring tells the reader.
         "load_average": [round(x, 2) for x in load] if load else None,
-        "git_commit": git_commit(),
+        "git_commit": git_commit(REPO, short=True),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -344,6 +324,13 @@ def fmt_seconds(seconds: float | None) -> str:
     if seconds >= 0.001:
         return f"{seconds:.3f}"
     return f"{seconds:.2g}"  # tiny smoke-test timings keep a significant digit instead of 0.000
+
+
+def publish(results: dict, json_path: str | None, render: Callable[[dict], str]) -> None:
+    """A benchmark's ending: its results as JSON where asked (run_all.py reads them), its tables on stdout."""
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1))
+    print(render(results))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:

@@ -16,7 +16,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from .evaluate import evaluate
 from .frontends import FRONTENDS, load_frontend, save_frontend
 from .io import atomic_path, read_json, write_json
 from .model import MLP
+from .provenance import git_commit, package_versions
 from .results import experiment_dir, is_finished, seed_dir
 from .splits import make_splits
 from .study import Experiment, Study, load_study, study_to_dict
@@ -165,29 +165,6 @@ def _train(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, devi
 
 
 # ---------------------------------------------------------------- provenance
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in ("mnist-study", "torch", "numpy", "scikit-learn", "scipy", "safetensors", "openTSNE", "matplotlib"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return found
-
-
-def _git_commit() -> str | None:
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
 
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
@@ -398,8 +375,8 @@ def _execute(run_dir: Path, study: Study, seeds: list[int], device: str, data_di
         "seeds": seeds,
         "device": _device_name(dev),
         "workers": workers,
-        "versions": _versions(),
-        "git_commit": _git_commit(),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
         "data": {"source": dataset.source, "verified": dataset.verified, "digests": dataset.digests},
         "stages": stages,
         "complete": False,
@@ -411,6 +388,8 @@ def _execute(run_dir: Path, study: Study, seeds: list[int], device: str, data_di
     plan = _plan(study, seeds, run_dir)
     if dev.type == "cpu" and plan.training:
         manifest["training_step"] = _prepare_fused_kernel(stages, progress)
+    elif plan.training:
+        manifest["training_step"] = "eager step"  # the compiled epoch is CPU-only
     events = on_event
     bar = None
     if progress and on_event is None:
