@@ -26,7 +26,6 @@ training images, and against the number of seeds trained together in one stacked
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -41,7 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (NOT_MEASURED, fmt_seconds, growth, interleaved_times, machine,  # noqa: E402
-                    machine_line, markdown_table, peak_memory, single_thread)
+                    machine_line, markdown_table, peak_memory, publish, single_thread)
 
 from mnist_study import fused  # noqa: E402
 from mnist_study.train import Split, StackedTrainer, TrainConfig  # noqa: E402
@@ -433,9 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     results = run(settings_from_args(args))
     results["command"] = " ".join(["python benchmarks/epoch_speed.py", *argv])
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    print(markdown(results))
+    publish(results, args.json, markdown)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ same for every N, and "data to report.html" adds it to each training time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -21,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fmt_seconds, machine, machine_line, markdown_table, run_in_child  # noqa: E402
+from common import fmt_seconds, machine, machine_line, markdown_table, publish, run_in_child  # noqa: E402
 from study_time import measure_report, measure_study  # noqa: E402
 
 SEED_COUNTS = (1, 5, 10)
@@ -100,9 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["command"] = " ".join(["python benchmarks/many_seeds.py", *argv])
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    print(markdown(results))
+    publish(results, args.json, markdown)
 
 
 if __name__ == "__main__":

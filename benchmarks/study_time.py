@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (NOT_MEASURED, fmt_seconds, machine, machine_line, markdown_table,  # noqa: E402
-                    run_in_child)
+                    publish, run_in_child)
 
 TSNE_POINTS = (10_000,)
 TSNE_FULL = 60_000      # every training image, as the paper's maps
@@ -383,9 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.keep:
             _log(f"runs kept in {work}")
     results["command"] = " ".join(["python benchmarks/study_time.py", *argv])
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    print(markdown(results))
+    publish(results, args.json, markdown)
     if results["failures"]:
         sys.exit(1)
 
