@@ -9,7 +9,7 @@ in batches of 32 with RMSprop, on one thread. Peers, measured side by side in th
 
   floor        the step's matrix products alone (forward x@W1, h@W2; backward hᵀG2, G2@W2ᵀ, xᵀdH)
                on pre-sliced batches, into preallocated outputs: what no implementation beats
-  ours         mnist_study.train.StackedTrainer.train_epoch, one seed: the compiled CPU epoch
+  ours         mnist_study.training.trainer.StackedTrainer.train_epoch, one seed: the compiled CPU epoch
   ours, no zero pixels   the same on the same images with every zero pixel set to 0.001, so that
                no pixel can be skipped: what the kernel costs without MNIST's sparsity
   ours, eager step       StackedTrainer with the compiled kernel off (the per-step PyTorch path)
@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (NOT_MEASURED, fmt_seconds, growth, interleaved_times, machine,  # noqa: E402
                     machine_line, markdown_table, peak_memory, publish, single_thread)
 
-from mnist_study import fused  # noqa: E402
-from mnist_study.train import Split, StackedTrainer, TrainConfig  # noqa: E402
+from mnist_study.training import fused  # noqa: E402
+from mnist_study.training.trainer import Split, StackedTrainer, TrainConfig  # noqa: E402
 
 L2 = 0.001       # the paper's penalty on the hidden kernel (experiments 1-8)
 BATCH = 32
@@ -87,9 +87,9 @@ def training_data(settings: Settings) -> tuple[torch.Tensor, torch.Tensor, str]:
     """The first `images` training images (N, 784) float32 in [0, 1], labels (N,) int64, and their source."""
     n = max((settings.images, *settings.sizes))
     if not settings.synthetic:
-        from mnist_study.datasets import load_dataset
+        from mnist_study.data.sources import load_dataset
         from mnist_study.errors import DataError
-        from mnist_study.splits import make_splits
+        from mnist_study.data.splits import make_splits
 
         try:
             dataset = load_dataset(settings.data_dir, download=False, progress=False)

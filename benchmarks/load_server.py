@@ -39,7 +39,7 @@ def free_port() -> int:
 @contextmanager
 def server_process(run_dir: Path, port: int):
     """`serve(run_dir)` in a child process on 127.0.0.1:port, until the block ends."""
-    code = f"from mnist_study.serve import serve; serve({str(run_dir)!r}, port={port}, log_level='warning')"
+    code = f"from mnist_study.serving.server import serve; serve({str(run_dir)!r}, port={port}, log_level='warning')"
     process = subprocess.Popen([sys.executable, "-c", code])
     url = f"http://127.0.0.1:{port}"
     try:
@@ -65,7 +65,7 @@ def payloads(data_dir: str | None, kind: str, n: int = 64) -> list[tuple[str, by
     """(content type, body) pairs built from MNIST test digits."""
     from PIL import Image
 
-    from mnist_study.datasets import load_dataset
+    from mnist_study.data.sources import load_dataset
 
     images = load_dataset(data_dir, download=False, progress=False).test_images[:n]
     if kind == "json":

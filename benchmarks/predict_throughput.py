@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mnist_study.classifier import load_classifier
-from mnist_study.preprocess import preprocess
+from mnist_study.serving.classifier import load_classifier
+from mnist_study.serving.preprocess import preprocess
 
 QUICK_STUDY = """
 name = "bench"
@@ -41,7 +41,7 @@ train_size = 20000
 
 def test_images(data_dir: str | None, n: int) -> np.ndarray:
     """MNIST test digits, uint8 (n, 28, 28)."""
-    from mnist_study.datasets import load_dataset
+    from mnist_study.data.sources import load_dataset
 
     images = load_dataset(data_dir, download=False, progress=False).test_images
     return np.resize(images, (n, 28, 28)) if n > len(images) else images[:n]

@@ -65,7 +65,7 @@ def measure_study(study: str, seeds: list[int], workers: int | None, data_dir: s
 
 def prepare_kernel() -> dict:
     """Build the compiled training epoch, or load it from its cache, before any study is timed."""
-    from mnist_study import fused
+    from mnist_study.training import fused
 
     start = time.perf_counter()
     kernel = fused.load()
@@ -76,7 +76,7 @@ def prepare_kernel() -> dict:
 def measure_report(run_dir: str, tsne_points: int, data_dir: str | None) -> dict:
     """build_report on a finished run; its wall seconds and report_timings.json."""
     try:
-        from mnist_study.report import build_report
+        from mnist_study.report.build import build_report
     except ImportError as error:
         return {"skipped": f"the report cannot be imported ({error})"}
     start = time.perf_counter()
@@ -91,8 +91,8 @@ def _activations(run_dir: str | None, data_dir: str | None) -> tuple:
     """Hidden activations (60000, H) and labels of every MNIST training image, and what they are."""
     import numpy as np
 
-    from mnist_study.datasets import load_dataset
-    from mnist_study.splits import flatten_scaled
+    from mnist_study.data.sources import load_dataset
+    from mnist_study.data.splits import flatten_scaled
 
     dataset = load_dataset(data_dir, download=False, progress=False)
     labels = dataset.train_labels.astype(np.int64)
@@ -113,7 +113,7 @@ def measure_tsne(method: str, points: int, run_dir: str | None, data_dir: str | 
     """One t-SNE map of `points` training images' hidden activations; seconds and kNN accuracy."""
     import numpy as np
 
-    from mnist_study.analysis import knn_accuracy, sample_indices, tsne_embedding
+    from mnist_study.report.analysis import knn_accuracy, sample_indices, tsne_embedding
 
     hidden, labels, what = _activations(run_dir, data_dir)
     index = sample_indices(len(labels), points, seed=0)

@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .errors import DataError, RunError, StudyError
+from mnist_study.errors import DataError, RunError, StudyError
 
 app = typer.Typer(
     help="Study how neural-network design shapes MNIST digit classification: train the paper's "
@@ -62,7 +62,7 @@ def data(
     """Fetch MNIST if needed, verify it, and show where it is and its SHA-256 digests."""
     from rich.table import Table
 
-    from .datasets import MNIST_SHA256, default_cache_dir, fetch_mnist, load_dataset
+    from mnist_study.data.sources import MNIST_SHA256, default_cache_dir, fetch_mnist, load_dataset
 
     try:
         if refetch:
@@ -84,7 +84,7 @@ def data(
 @app.command()
 def studies() -> None:
     """List the built-in studies, and show how to write your own."""
-    from .study import BUILTIN_STUDIES, load_study
+    from mnist_study.study import BUILTIN_STUDIES, load_study
 
     for name in BUILTIN_STUDIES:
         s = load_study(name)
@@ -113,7 +113,7 @@ def run(
 
     Results go to runs/<study>-<timestamp>/ and survive interruption: rerun with --resume RUN_DIR.
     """
-    from .runner import resume_run, run_study
+    from mnist_study.runner import resume_run, run_study
 
     seed_list = list(range(seeds)) if seeds else (list(seed) if seed else None)
     command = " ".join(["mnist-study", *sys.argv[1:]])
@@ -137,8 +137,8 @@ def run(
 
 
 def _show(run_dir: Path, fmt: Format, per_seed: bool) -> None:
-    from .results import load_run
-    from .summary import accuracy_rows, accuracy_table, claim_rows, claims_table
+    from mnist_study.results import load_run
+    from mnist_study.report.summary import accuracy_rows, accuracy_table, claim_rows, claims_table
 
     run = load_run(run_dir)
     rows, claims = accuracy_rows(run), claim_rows(run)
@@ -176,7 +176,7 @@ def show(
 
 
 def _report(run_dir: Path, tsne_points: str, data_dir: Optional[Path], workers: Optional[int] = None) -> None:
-    from .report import build_report
+    from mnist_study.report.build import build_report
 
     points = "all" if tsne_points == "all" else int(tsne_points)
     path = build_report(run_dir, tsne_points=points, data_dir=data_dir, workers=workers)
@@ -210,8 +210,8 @@ def compare(
     """Do two runs differ? Experiment by experiment, with confidence intervals and Holm's correction."""
     from rich.table import Table
 
-    from .compare import compare_values
-    from .results import load_run
+    from mnist_study.stats.compare import compare_values
+    from mnist_study.results import load_run
 
     try:
         a, b = load_run(run_a), load_run(run_b)
@@ -255,7 +255,7 @@ def predict(
     """
     from rich.markup import escape
 
-    from .predict import as_table, predict_files, render
+    from mnist_study.serving.predict import as_table, predict_files, render
 
     try:
         rows = predict_files(run_dir, images, experiment=experiment, show_input=show_input)
@@ -279,7 +279,7 @@ def serve(
     port: int = typer.Option(8000, "--port", help="TCP port."),
 ) -> None:
     """Serve a page to draw digits and watch every network answer as you draw, plus a JSON API (docs at /docs)."""
-    from .serve import serve as serve_app
+    from mnist_study.serving.server import serve as serve_app
 
     try:
         serve_app(run_dir, host=host, port=port)

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-from .errors import RunError
-from .io import read_json
-from .model import MLP
-from .study import Experiment, Study
+from mnist_study.errors import RunError
+from mnist_study.files import read_json
+from mnist_study.training.model import MLP
+from mnist_study.study import Experiment, Study
 
 SPLITS = ("train", "validation", "test")
 
@@ -106,7 +106,7 @@ class RunResults:
                 for e in self.experiments for s in SPLITS if self.results(e.name)}
 
     def frontend(self, experiment: str):
-        from .frontends import load_frontend
+        from mnist_study.training.frontends import load_frontend
 
         return load_frontend(experiment_dir(self.path, experiment))
 
@@ -117,7 +117,7 @@ class RunResults:
 
 def load_run(run_dir: str | Path) -> RunResults:
     """Read a run directory written by `run_study`."""
-    from .study import Study
+    from mnist_study.study import Study
 
     run_dir = Path(run_dir)
     if not (run_dir / "study.json").is_file():

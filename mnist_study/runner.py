@@ -26,18 +26,18 @@ from typing import Callable
 import torch
 from safetensors.numpy import save_file
 
-from . import fused
-from .datasets import Dataset, load_dataset
-from .errors import RunError
-from .evaluate import evaluate
-from .frontends import FRONTENDS, load_frontend, save_frontend
-from .io import atomic_path, read_json, write_json
-from .model import MLP
-from .provenance import git_commit, package_versions
-from .results import experiment_dir, is_finished, seed_dir
-from .splits import make_splits
-from .study import Experiment, Study, load_study, study_to_dict
-from .train import Split, train_seeds
+from mnist_study.training import fused
+from mnist_study.data.sources import Dataset, load_dataset
+from mnist_study.errors import RunError
+from mnist_study.training.evaluate import evaluate
+from mnist_study.training.frontends import FRONTENDS, load_frontend, save_frontend
+from mnist_study.files import atomic_path, read_json, write_json
+from mnist_study.training.model import MLP
+from mnist_study.provenance import git_commit, package_versions
+from mnist_study.results import experiment_dir, is_finished, seed_dir
+from mnist_study.data.splits import make_splits
+from mnist_study.study import Experiment, Study, load_study, study_to_dict
+from mnist_study.training.trainer import Split, train_seeds
 
 EventFn = Callable[[dict], None]
 
@@ -393,7 +393,7 @@ def _execute(run_dir: Path, study: Study, seeds: list[int], device: str, data_di
     events = on_event
     bar = None
     if progress and on_event is None:
-        from .progress import TrainingProgress
+        from mnist_study.progress import TrainingProgress
 
         bar = TrainingProgress(study, seeds, plan)
         events = bar.update

@@ -28,9 +28,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .claims import Claim, validate_claim_experiments
-from .errors import StudyError
-from .train import TrainConfig
+from mnist_study.stats.claims import Claim, validate_claim_experiments
+from mnist_study.errors import StudyError
+from mnist_study.training.trainer import TrainConfig
 
 
 class _Strict(BaseModel):
@@ -89,7 +89,7 @@ class Experiment(_Strict):
         return self.keep or ("best_val_loss" if self.early_stopping else "final")
 
     def train_config(self) -> TrainConfig:
-        from .optim import RMSpropConfig
+        from mnist_study.training.optimizers import RMSpropConfig
 
         return TrainConfig(hidden=self.hidden, l2=self.l2, max_epochs=self.max_epochs,
                            early_stopping=self.early_stopping, patience=self.patience, keep=self.kept_weights,

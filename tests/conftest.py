@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_study.idx import write_idx
+from mnist_study.data.idx import write_idx
 
 REAL_MNIST = Path(os.environ.get("MNIST_STUDY_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
 
@@ -91,7 +91,7 @@ def tiny_run(tmp_path_factory, tiny_data, tiny_study) -> Path:
 @pytest.fixture(scope="session")
 def mnist(real_mnist):
     """The real MNIST, loaded once per session."""
-    from mnist_study.datasets import load_dataset
+    from mnist_study.data.sources import load_dataset
 
     return load_dataset(real_mnist, download=False, progress=False)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from mnist_study import analysis as A
-from mnist_study.frontends import ForestPixels, PCAFrontend, RawPixels
-from mnist_study.model import MLP
+from mnist_study.report import analysis as A
+from mnist_study.training.frontends import ForestPixels, PCAFrontend, RawPixels
+from mnist_study.training.model import MLP
 
 rng = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""Tests for mnist_study.claims: the check grammar, and verdicts on data whose answer is known."""
+"""Tests for mnist_study.stats.claims: the check grammar, and verdicts on data whose answer is known."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pydantic
 import pytest
 
-from mnist_study import stats
-from mnist_study.claims import (
+from mnist_study.stats import inference as stats
+from mnist_study.stats.claims import (
     Claim,
     CheckSyntaxError,
     evaluate_claims,

@@ -1,4 +1,4 @@
-"""Tests for mnist_study.compare on runs whose differences are known by construction."""
+"""Tests for mnist_study.stats.compare on runs whose differences are known by construction."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from mnist_study import stats
-from mnist_study.compare import compare_values
+from mnist_study.stats import inference as stats
+from mnist_study.stats.compare import compare_values
 
 
 def noisy(mean: float, n: int = 10, sd: float = 0.1, seed: int = 0) -> list[float]:

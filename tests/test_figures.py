@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox
 from matplotlib.patches import Rectangle
 
-from mnist_study import figures as F
+from mnist_study.report import figures as F
 
 rng = np.random.default_rng(0)
 

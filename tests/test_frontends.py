@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mnist_study.frontends import ForestPixels, PCAFrontend, RawPixels, load_frontend, save_frontend
+from mnist_study.training.frontends import ForestPixels, PCAFrontend, RawPixels, load_frontend, save_frontend
 
 
 def _blobs(n=400, seed=0):
@@ -47,8 +47,8 @@ def test_unknown_frontend_kind_is_named(tmp_path):
 
 @pytest.mark.slow
 def test_pca_keeps_154_components_on_mnist(real_mnist):
-    from mnist_study.datasets import load_dataset
-    from mnist_study.splits import make_splits
+    from mnist_study.data.sources import load_dataset
+    from mnist_study.data.splits import make_splits
 
     x, y = make_splits(load_dataset(real_mnist, download=False, progress=False), "first")["train"]
     assert PCAFrontend(0.95).fit(x, y).n_components_ == 154

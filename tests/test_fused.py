@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_study import fused
-from mnist_study.model import PARAM_NAMES, init_params
-from mnist_study.train import Split, StackedTrainer, TrainConfig, reference_train_epoch, train_seeds
+from mnist_study.training import fused
+from mnist_study.training.model import PARAM_NAMES, init_params
+from mnist_study.training.trainer import Split, StackedTrainer, TrainConfig, reference_train_epoch, train_seeds
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mnist_study.errors import DataError
-from mnist_study.idx import encode_idx, read_idx, sha256_uncompressed, write_idx
+from mnist_study.data.idx import encode_idx, read_idx, sha256_uncompressed, write_idx
 
 rng = np.random.default_rng(0)
 IMAGES = rng.integers(0, 256, size=(12, 28, 28), dtype=np.uint8)

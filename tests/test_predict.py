@@ -1,4 +1,4 @@
-"""Tests for mnist_study.classifier and mnist_study.predict, with small networks trained on real MNIST.
+"""Tests for mnist_study.serving.classifier and mnist_study.serving.predict, with small networks trained on real MNIST.
 
 The file-accuracy test is the one that matters: MNIST test digits written as ordinary image files
 (dark ink on white, enlarged 2-4x, anywhere on a larger canvas, PNG and JPEG) must be classified
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_study.classifier import DigitClassifier, as_inputs, load_classifier
+from mnist_study.serving.classifier import DigitClassifier, as_inputs, load_classifier
 from mnist_study.errors import RunError
-from mnist_study.predict import FORMATS, expand_paths, predict_files, predict_with, render
-from mnist_study.splits import flatten_scaled
+from mnist_study.serving.predict import FORMATS, expand_paths, predict_files, predict_with, render
+from mnist_study.data.splits import flatten_scaled
 
 from conftest import REAL_MNIST, train_study
 

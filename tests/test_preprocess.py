@@ -1,4 +1,4 @@
-"""Tests for mnist_study.preprocess: MNIST's own recipe, whatever the picture looks like."""
+"""Tests for mnist_study.serving.preprocess: MNIST's own recipe, whatever the picture looks like."""
 
 import io
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_study.preprocess import (
+from mnist_study.serving.preprocess import (
     ImageError,
     ImageTooLargeError,
     NoDigitError,
@@ -164,7 +164,7 @@ def test_to_png_round_trips_the_input():
 @pytest.mark.skipif(not (REAL_MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason=f"no MNIST in {REAL_MNIST}")
 def test_mnist_digits_are_nearly_fixed_points():
     """MNIST was made by this recipe, so its digits should come back almost unchanged."""
-    from mnist_study.datasets import load_dataset
+    from mnist_study.data.sources import load_dataset
 
     images = load_dataset(REAL_MNIST, download=False, progress=False).test_images[:300]
     changed = np.array([np.abs(preprocess(im) - im / 255.0).mean() for im in images])

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_study.idx import write_idx
-from mnist_study.report import build_report
+from mnist_study.data.idx import write_idx
+from mnist_study.report.build import build_report
 from mnist_study.runner import run_study
 from mnist_study.study import parse_study
 

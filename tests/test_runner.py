@@ -45,8 +45,8 @@ def test_run_writes_every_result(tiny_run):
 
 
 def _test_inputs(run, experiment):
-    from mnist_study.datasets import load_dataset
-    from mnist_study.splits import flatten_scaled
+    from mnist_study.data.sources import load_dataset
+    from mnist_study.data.splits import flatten_scaled
 
     data = load_dataset(run.manifest["data"]["source"], download=False, progress=False)
     return run.frontend(experiment).transform(flatten_scaled(data.test_images)), data.test_labels

@@ -1,4 +1,4 @@
-"""Tests for mnist_study.serve: the JSON API's answers to good and bad input, and the drawing page.
+"""Tests for mnist_study.serving.server: the JSON API's answers to good and bad input, and the drawing page.
 
 The browser test drives headless Chromium through Selenium; it is skipped where chromium or
 chromedriver is missing.
@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # Starlette's TestClient prefers httpx2; httpx 
     from fastapi.testclient import TestClient
 
 from mnist_study.errors import RunError
-from mnist_study.serve import MAX_BODY_BYTES, create_app
+from mnist_study.serving.server import MAX_BODY_BYTES, create_app
 
 from conftest import REAL_MNIST, train_study
 

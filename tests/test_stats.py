@@ -1,4 +1,4 @@
-"""Tests for mnist_study.stats: agreement with scipy, hand-computed Holm, zero-spread rules."""
+"""Tests for mnist_study.stats.inference: agreement with scipy, hand-computed Holm, zero-spread rules."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from mnist_study.stats import bootstrap_diff, holm, summarize, welch_test
+from mnist_study.stats.inference import bootstrap_diff, holm, summarize, welch_test
 
 # A fixed, unequal-variance pair (accuracies in percent) used as the reference case.
 A = [97.1, 96.8, 97.4, 97.0, 96.9, 97.3, 97.2, 96.7]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_study.model import glorot_uniform, init_params
-from mnist_study.optim import KerasRMSprop, RMSpropConfig
-from mnist_study.train import (
+from mnist_study.training.model import glorot_uniform, init_params
+from mnist_study.training.optimizers import KerasRMSprop, RMSpropConfig
+from mnist_study.training.trainer import (
     Split,
     StackedTrainer,
     TrainConfig,

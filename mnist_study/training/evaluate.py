@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
-from .model import MLP
+from mnist_study.training.model import MLP
 
 DIGITS = list(range(10))
 

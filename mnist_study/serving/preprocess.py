@@ -18,7 +18,7 @@ Steps, for a photo, a scan or a canvas drawing:
 
 Example
 -------
->>> from mnist_study.preprocess import preprocess
+>>> from mnist_study.serving.preprocess import preprocess
 >>> x = preprocess("my_digit.jpg")        # float32 (28, 28) in [0, 1], white ink on black
 """
 

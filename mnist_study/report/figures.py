@@ -6,7 +6,7 @@ labels and, where several things share an axis, a legend.
 Every digit 0-9 has ONE colour, `DIGIT_COLORS`, in every figure. Images are 28 x 28 arrays or
 flat 784-vectors in [0, 1], drawn dark-on-light like the paper's `cmap="binary"`.
 
-    from mnist_study.figures import confusion_heatmap, figure_to_data_uri
+    from mnist_study.report.figures import confusion_heatmap, figure_to_data_uri
     uri = figure_to_data_uri(confusion_heatmap(confusion, "exp6"))
 """
 
@@ -313,7 +313,7 @@ def probability_table(proba: np.ndarray, labels: np.ndarray, title: str = "Class
 def confused_pair(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, a: int, b: int,
                   limit: int = 25, title: str | None = None) -> Figure:
     """The paper's Appendix C: up to `limit` test images each of a as a, a as b, b as a, b as b."""
-    from .analysis import confusion_examples
+    from mnist_study.report.analysis import confusion_examples
 
     images = _as_images(images)
     groups = confusion_examples(labels, predicted, a, b, limit)

@@ -4,7 +4,7 @@ Everything here takes and returns plain arrays (or small dataclasses of arrays);
 `figures.py`'s job. The paper's notebook does each of these once per experiment in a copied cell;
 here each is one function.
 
-    from mnist_study.analysis import activation_maximization, tsne_embedding
+    from mnist_study.report.analysis import activation_maximization, tsne_embedding
     patterns = activation_maximization(model, frontend, sample=x_train[:2000])
     xy = tsne_embedding(hidden, seed=0)
 """
@@ -18,7 +18,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from .model import MLP
+from mnist_study.training.model import MLP
 
 IMAGE_SIDE = 28
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -88,7 +88,7 @@ def frontend_op(frontend) -> Callable[[torch.Tensor], torch.Tensor]:
     Raw pixels pass through, PCA is (x - mean) @ componentsᵀ (scikit-learn's transform without
     whitening), and the forest front-end picks its pixels, so gradients reach all 784 pixels.
     """
-    from .frontends import ForestPixels, PCAFrontend, RawPixels
+    from mnist_study.training.frontends import ForestPixels, PCAFrontend, RawPixels
 
     if frontend is None or isinstance(frontend, RawPixels):
         return lambda x: x

@@ -11,9 +11,9 @@ import math
 from rich import box
 from rich.table import Table
 
-from .claims import evaluate_claims
-from .results import SPLITS, RunResults
-from .stats import summarize
+from mnist_study.stats.claims import evaluate_claims
+from mnist_study.results import SPLITS, RunResults
+from mnist_study.stats.inference import summarize
 
 
 def accuracy_rows(run: RunResults, confidence: float = 0.95) -> list[dict]:

@@ -9,7 +9,7 @@ reproduction can test::
     checks = ["exp5.test < exp6.test", "exp6.test > exp7.test"]
     margin = 0.5            # optional, points; used by >=, <= and ~ without "within"
 
-The grammar of a check is in `mnist_study.checks`. Numbers are accuracies in percent, or
+The grammar of a check is in `mnist_study.stats.checks`. Numbers are accuracies in percent, or
 percentage points for offsets and bounds. Write ``D = left - right`` (offsets included). Each check is two one-sided hypotheses, one that would
 support it and one that would contradict it:
 
@@ -32,7 +32,7 @@ two splits hold different numbers of seeds they fall back to independent samples
 Terms of different experiments are independent samples (Welch's test, or the bootstrap). A
 number is a known constant (one-sample test). A side with fewer than 2 seeds cannot be tested:
 the check is "not resolved" with the reason "needs ≥ 2 seeds", unless both sides are constants.
-When neither side has any spread the decision is exact (see `mnist_study.stats`).
+When neither side has any spread the decision is exact (see `mnist_study.stats.inference`).
 
 Multiplicity. Holm's correction runs over every one-sided hypothesis of every check of every
 claim evaluated together (two per check). Exact decisions are facts rather than tests and stay
@@ -51,8 +51,8 @@ from typing import Literal
 
 import pydantic
 
-from mnist_study import stats
-from mnist_study.checks import Check, CheckSyntaxError, Term, parse_check  # noqa: F401 (re-exported)
+from mnist_study.stats import inference as stats
+from mnist_study.stats.checks import Check, CheckSyntaxError, Term, parse_check  # noqa: F401 (re-exported)
 
 Verdict = Literal["supported", "contradicted", "not resolved"]
 NEEDS_SEEDS = "needs ≥ 2 seeds"

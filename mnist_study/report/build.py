@@ -25,14 +25,15 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from . import analysis, figures
-from .datasets import Dataset, load_dataset
-from .errors import DataError, RunError
-from .io import write_json, write_text
-from .results import SPLITS, RunResults, SeedResult, load_run
-from .splits import make_splits
-from .study import Experiment
-from .summary import accuracy_rows, claim_rows
+from mnist_study.report import analysis
+from mnist_study.report import figures
+from mnist_study.data.sources import Dataset, load_dataset
+from mnist_study.errors import DataError, RunError
+from mnist_study.files import write_json, write_text
+from mnist_study.results import SPLITS, RunResults, SeedResult, load_run
+from mnist_study.data.splits import make_splits
+from mnist_study.study import Experiment
+from mnist_study.report.summary import accuracy_rows, claim_rows
 
 TEMPLATE = "report.html.j2"
 SAMPLE_FOR_NODE_RANKING = 2000  # training images used to rank nodes of wide layers by mean activation
@@ -323,7 +324,7 @@ def _l2_rows(run: RunResults) -> list[dict]:
 
 def _command(run: RunResults) -> str:
     """The command line that reproduces the run: as recorded, or rebuilt when it was started from Python."""
-    from .study import BUILTIN_STUDIES
+    from mnist_study.study import BUILTIN_STUDIES
 
     recorded = (run.manifest.get("command") or "").split()
     if recorded[1:2] == ["run"]:

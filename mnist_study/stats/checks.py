@@ -8,7 +8,7 @@ Check grammar (keywords and split names are case-insensitive, whitespace is free
     EXP    := letters, digits, "-" and "_"   SPLIT := train | validation | test
 
 Numbers are accuracies in percent, or percentage points for offsets and bounds. Write
-``D = left - right`` (offsets included); `mnist_study.claims` says how each check is decided.
+``D = left - right`` (offsets included); `mnist_study.stats.claims` says how each check is decided.
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ from typing import Callable
 
 import torch
 
-from . import fused
-from .model import PARAM_NAMES, init_params, stack_params, unstack_params
-from .optim import KerasRMSprop, RMSpropConfig
+from mnist_study.training import fused
+from mnist_study.training.model import PARAM_NAMES, init_params, stack_params, unstack_params
+from mnist_study.training.optimizers import KerasRMSprop, RMSpropConfig
 
 
 @dataclass(frozen=True)

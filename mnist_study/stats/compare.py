@@ -2,7 +2,7 @@
 
 Typical use: a reproduction against an earlier one, or the same study before and after a code
 change. Each (experiment, split) present in both runs gets a two-sided test of
-``mean(A) - mean(B)`` (Welch's t-test or the percentile bootstrap, see `mnist_study.stats`), and
+``mean(A) - mean(B)`` (Welch's t-test or the percentile bootstrap, see `mnist_study.stats.inference`), and
 Holm's correction runs across all of them so that "A higher" / "B higher" hold jointly at alpha.
 The seeds of two runs are separate trainings, so the samples are treated as independent even
 when both runs used the same seed numbers.
@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from mnist_study import stats
+from mnist_study.stats import inference as stats
 
 ComparisonVerdict = Literal["A higher", "B higher", "no detectable difference", "needs ≥ 2 seeds"]
 

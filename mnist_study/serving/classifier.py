@@ -2,7 +2,7 @@
 
 Example
 -------
->>> from mnist_study.classifier import load_classifier
+>>> from mnist_study.serving.classifier import load_classifier
 >>> clf = load_classifier("runs/paper-20260101-120000")      # the best experiment on validation
 >>> clf.predict(test_images[:5])                             # uint8 (N, 28, 28) -> digits (N,)
 >>> from PIL import Image
@@ -18,11 +18,11 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import RunError
-from .model import MLP
-from .preprocess import SIZE, preprocess
-from .results import RunResults, SeedResult, load_run
-from .study import Experiment
+from mnist_study.errors import RunError
+from mnist_study.training.model import MLP
+from mnist_study.serving.preprocess import SIZE, preprocess
+from mnist_study.results import RunResults, SeedResult, load_run
+from mnist_study.study import Experiment
 
 
 def as_inputs(x: Any) -> np.ndarray:

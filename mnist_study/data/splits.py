@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .datasets import Dataset
+from mnist_study.data.sources import Dataset
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (pixels (N, 784) float32, labels (N,) int64)
 

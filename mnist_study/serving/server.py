@@ -41,9 +41,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from .classifier import DigitClassifier, best_experiment, classifier_from_run
-from .preprocess import SIZE, ImageError, ImageTooLargeError, NoDigitError, preprocess
-from .results import load_run
+from mnist_study.serving.classifier import DigitClassifier, best_experiment, classifier_from_run
+from mnist_study.serving.preprocess import SIZE, ImageError, ImageTooLargeError, NoDigitError, preprocess
+from mnist_study.results import load_run
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096  # largest upload decoded: 16.7 megapixels, 64 MiB as float32
@@ -207,7 +207,7 @@ def create_app(run_dir: str | Path) -> FastAPI:
     """
     run = load_run(run_dir)
     default = best_experiment(run)  # raises when there is nothing to serve
-    page = resources.files("mnist_study").joinpath("static/draw.html").read_text(encoding="utf-8")
+    page = resources.files("mnist_study.serving").joinpath("static/draw.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
