@@ -50,7 +50,7 @@ def test_images(data_dir: str | None, n: int) -> np.ndarray:
 def quick_run(data_dir: str | None) -> Path:
     """Train the quick study into a temporary folder and return the run directory."""
     from mnist_study.runner import run_study
-    from mnist_study.study import parse_study
+    from mnist_study.studies import parse_study
 
     out = Path(tempfile.mkdtemp(prefix="mnist-bench-")) / "run"
     return run_study(parse_study(QUICK_STUDY), seeds=[0], device="cpu", data_dir=data_dir, out=out,

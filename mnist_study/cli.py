@@ -17,19 +17,19 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from mnist_study.errors import DataError, RunError, StudyError
+from mnist_study.errors import OptionError, UserError
 
 app = typer.Typer(
     help="Study how neural-network design shapes MNIST digit classification: train the paper's "
          "networks (or your own study), look inside them, test claims over seeds, and use them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # plain help: rich panels cut long defaults and paths with "…" at 80 columns
 )
 console = Console()
 err = Console(stderr=True)
 
-USER_ERRORS = (DataError, StudyError, RunError, FileNotFoundError, ValueError)
+USER_ERRORS = (UserError,)  # anything else is a bug, and keeps its traceback
 
 
 class Format(str, Enum):
@@ -60,9 +60,8 @@ def data(
     refetch: bool = typer.Option(False, "--refetch", help="Download MNIST into the cache again, even if present."),
 ) -> None:
     """Fetch MNIST if needed, verify it, and show where it is and its SHA-256 digests."""
-    from rich.table import Table
-
-    from mnist_study.data.sources import MNIST_SHA256, default_cache_dir, fetch_mnist, load_dataset
+    from mnist_study.data.download import fetch_mnist
+    from mnist_study.data.sources import MNIST_SHA256, default_cache_dir, load_dataset
 
     try:
         if refetch:
@@ -70,36 +69,53 @@ def data(
         dataset = load_dataset(data_dir, download=True, progress=True)
     except USER_ERRORS as e:
         _fail(e)
-    table = Table(title=f"Data in {dataset.source}")
-    table.add_column("file")
-    table.add_column("SHA-256 (uncompressed)")
-    table.add_column("MNIST's?")
+    # One file a line, digest whole: a digest cut to fit the terminal cannot be checked.
+    console.print(f"Data in [bold]{dataset.source}[/] (SHA-256 of each uncompressed file):", soft_wrap=True)
     for name, digest in dataset.digests.items():
-        table.add_row(name, digest, "[green]yes[/]" if MNIST_SHA256.get(name) == digest else "[yellow]no[/]")
-    console.print(table)
+        mark = "[green]MNIST's[/]" if MNIST_SHA256.get(name) == digest else "[yellow]not MNIST's[/]"
+        console.print(f"  {name}  {digest}  {mark}", soft_wrap=True, highlight=False)
     console.print(f"train {dataset.train_images.shape}, test {dataset.test_images.shape}; "
                   + ("verified MNIST" if dataset.verified else "not MNIST: digests reported, not required"))
 
 
 @app.command()
-def studies() -> None:
+def studies(
+    show: Optional[str] = typer.Option(None, "--show", metavar="NAME",
+                                       help="Print a built-in study's TOML file (to copy and edit)."),
+    schema: bool = typer.Option(False, "--schema", help="Print every key of a study file: type, default, "
+                                                        "meaning; and the grammar of claim checks."),
+) -> None:
     """List the built-in studies, and show how to write your own."""
-    from mnist_study.study import BUILTIN_STUDIES, load_study
+    from importlib import resources
 
+    from mnist_study.studies import BUILTIN_STUDIES, load_study
+
+    if schema:
+        from mnist_study.studies.schema import schema_text
+
+        sys.stdout.write(schema_text())
+        return
+    if show is not None:
+        if show not in BUILTIN_STUDIES:
+            _fail(OptionError(f"no built-in study {show!r}; there are: {', '.join(BUILTIN_STUDIES)}"))
+        sys.stdout.write(resources.files("mnist_study.studies").joinpath(f"{show}.toml").read_text())
+        return
     for name in BUILTIN_STUDIES:
         s = load_study(name)
         console.print(f"[bold]{name}[/]: {s.description} ({len(s.experiments)} experiments, {len(s.claim)} claims)")
-    console.print("\nA study file is TOML; copy a built-in one to start:\n"
-                  "  python -c \"from importlib.resources import files; "
-                  "print(files('mnist_study.studies').joinpath('paper.toml').read_text())\" > my-study.toml\n"
-                  "then run it with [bold]mnist-study run my-study.toml[/].")
+    console.print("\nA study file is TOML. Start from a built-in one, or extend it (`extends = \"paper\"`):")
+    # One unbroken line (soft_wrap), so that it can be copied and pasted whole.
+    console.print("  mnist-study studies --show paper > my-study.toml", soft_wrap=True, highlight=False, markup=False)
+    console.print("then run it with [bold]mnist-study run my-study.toml[/]. Every key: "
+                  "[bold]mnist-study studies --schema[/].", soft_wrap=True)
 
 
 @app.command()
 def run(
-    study: str = typer.Argument("paper", help="A built-in study (paper, paper-as-printed, quick) or a TOML study file."),
+    study: Optional[str] = typer.Argument(None, show_default=False, help="A built-in study (paper, "
+                                          "paper-as-printed, quick) or a TOML study file. Default: paper."),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Train N seeds of every experiment (seeds 0..N-1)."),
-    seed: Optional[list[int]] = typer.Option(None, "--seed", help="Train these seeds (repeatable); default 0."),
+    seed: Optional[list[int]] = typer.Option(None, "--seed", min=0, help="Train this seed (repeatable). Default: 0."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto uses CUDA when PyTorch sees a GPU."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Finish an interrupted run: only what is missing is done."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
@@ -113,48 +129,76 @@ def run(
 
     Results go to runs/<study>-<timestamp>/ and survive interruption: rerun with --resume RUN_DIR.
     """
-    from mnist_study.runner import resume_run, run_study
+    from mnist_study.runner import new_run_dir, resume_run, run_study
+    from mnist_study.studies import load_study
 
-    seed_list = list(range(seeds)) if seeds else (list(seed) if seed else None)
     command = " ".join(["mnist-study", *sys.argv[1:]])
+    run_dir = resume or out
     try:
+        # Every option is checked before any work starts: a typo must not cost a training run.
+        points = parse_tsne_points(tsne_points)
+        if seeds and seed:
+            raise OptionError(f"give --seeds N or --seed S (repeatable), not both (got --seeds {seeds} and "
+                              f"--seed {' --seed '.join(map(str, seed))})")
+        seed_list = list(range(seeds)) if seeds else (list(seed) if seed else None)
         if resume is not None:
+            if out is not None and out.resolve() != resume.resolve():
+                raise OptionError(f"--resume {resume} and --out {out} name different run directories; give one")
+            if study is not None:
+                _check_resumed_study(resume, study)
             run_dir = resume_run(resume, device=device.value, data_dir=data_dir, workers=workers,
                                  seeds=seed_list, command=command)
         else:
-            run_dir = run_study(study, seeds=seed_list or [0], device=device.value, data_dir=data_dir, out=out,
-                                workers=workers, command=command)
+            chosen = load_study(study or "paper")
+            run_dir = out or new_run_dir(chosen)
+            run_dir = run_study(chosen, seeds=seed_list or [0], device=device.value, data_dir=data_dir,
+                                out=run_dir, workers=workers, command=command, study_source=study or "paper")
+        _show(run_dir, Format.table, per_seed=False)
+        if report:
+            _report(run_dir, points, data_dir, workers)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: finished results are on disk; continue with "
-                  "[bold]mnist-study run --resume RUN_DIR[/]")
+        where = run_dir if run_dir is not None and (Path(run_dir) / "study.json").is_file() else "RUN_DIR"
+        err.print(f"[yellow]interrupted[/]: finished results are on disk; continue with "
+                  f"[bold]mnist-study run --resume {where}[/]", soft_wrap=True)
         raise typer.Exit(130)
     except USER_ERRORS as e:
         _fail(e)
-    _show(run_dir, Format.table, per_seed=False)
-    if report:
-        _report(run_dir, tsne_points, data_dir, workers)
-    console.print(f"\nResults: [bold]{run_dir}[/]")
+    console.print(f"\nResults: [bold]{run_dir}[/]", soft_wrap=True)
+
+
+def _check_resumed_study(run_dir: Path, study: str) -> None:
+    """`run STUDY --resume RUN_DIR`: STUDY must be the study the run holds, not silently ignored."""
+    from mnist_study.results import load_run
+    from mnist_study.studies import load_study, study_to_dict
+
+    held = load_run(run_dir).study
+    if study_to_dict(load_study(study)) != study_to_dict(held):
+        raise OptionError(f"{run_dir} holds a run of study {held.name!r}, not of {study!r}; "
+                          f"resume it with `mnist-study run --resume {run_dir}` (no study argument)")
 
 
 def _show(run_dir: Path, fmt: Format, per_seed: bool) -> None:
+    from dataclasses import asdict
+
     from mnist_study.results import load_run
     from mnist_study.report.summary import accuracy_rows, accuracy_table, claim_rows, claims_table
 
     run = load_run(run_dir)
     rows, claims = accuracy_rows(run), claim_rows(run)
     if fmt == Format.json:
-        print(json.dumps({"run": str(run_dir), "study": run.study.name, "experiments": rows, "claims": claims,
-                          "missing": run.missing()}, indent=2))
+        print(json.dumps({"run": str(run_dir), "study": run.study.name, "experiments": [asdict(r) for r in rows],
+                          "claims": [asdict(c) for c in claims], "missing": run.missing()}, indent=2))
         return
-    console.print(accuracy_table(rows, f"{run.study.name}: accuracy (%), ours beside the paper's"))
+    console.print(accuracy_table(rows, f"{run.study.name}: accuracy (%)", run.study.reference_source))
     if per_seed:
         for r in rows:
-            console.print(f"{r['experiment']}: " + ", ".join(
+            console.print(f"{r.experiment}: " + ", ".join(
                 f"seed {s}: {tr:.2f}/{va:.2f}/{te:.2f}" for s, tr, va, te in
-                zip(r["seeds"], r["train"]["values"], r["validation"]["values"], r["test"]["values"])))
-    if claims and max(len(r["seeds"]) for r in rows) < 2:
+                zip(r.seeds, r.train.values, r.validation.values, r.test.values)))
+    if claims and max(len(r.seeds) for r in rows) < 2:
         console.print(f"The study states {len(claims)} claims; testing them needs at least 2 seeds "
-                      f"(e.g. mnist-study run {run.study.name} --seeds 5).")
+                      f"(e.g. mnist-study run {run.manifest.get('study_source') or run.study.name} --seeds 5).",
+                      soft_wrap=True)
     elif claims:
         console.print(claims_table(claims))
     if run.missing():
@@ -168,18 +212,30 @@ def show(
     format: Format = typer.Option(Format.table, "--format", help="table for people, json for scripts."),
     per_seed: bool = typer.Option(False, "--per-seed", help="Also list every seed's train/validation/test accuracy."),
 ) -> None:
-    """Print a run's accuracy table (Appendix A), mean ± 95% CI over seeds, and the claims' verdicts."""
+    """Print a run's accuracy table (mean ± 95% CI over seeds, beside the study's reference figures) and the claims' verdicts."""
     try:
         _show(run_dir, format, per_seed)
     except USER_ERRORS as e:
         _fail(e)
 
 
-def _report(run_dir: Path, tsne_points: str, data_dir: Optional[Path], workers: Optional[int] = None) -> None:
+def parse_tsne_points(text: str) -> int | str:
+    """--tsne-points: 'all' or a whole number of at least 4, checked before any work starts."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        points = int(text)
+    except ValueError:
+        raise OptionError(f"--tsne-points must be a number of at least 4 or 'all', got {text!r}") from None
+    if points < 4:
+        raise OptionError(f"--tsne-points must be at least 4 (a t-SNE map needs points), got {points}")
+    return points
+
+
+def _report(run_dir: Path, tsne_points: int | str, data_dir: Optional[Path], workers: Optional[int] = None) -> None:
     from mnist_study.report.build import build_report
 
-    points = "all" if tsne_points == "all" else int(tsne_points)
-    path = build_report(run_dir, tsne_points=points, data_dir=data_dir, workers=workers)
+    path = build_report(run_dir, tsne_points=tsne_points, data_dir=data_dir, workers=workers)
     console.print(f"Report: [bold]{path}[/]")
 
 
@@ -193,38 +249,67 @@ def report(
 ) -> None:
     """(Re)build RUN_DIR/report.html from the saved results, without retraining."""
     try:
-        _report(run_dir, tsne_points, data_dir, workers)
+        _report(run_dir, parse_tsne_points(tsne_points), data_dir, workers)
     except USER_ERRORS as e:
         _fail(e)
+
+
+class SplitChoice(str, Enum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+    all = "all"
+
+
+class MethodChoice(str, Enum):
+    welch = "welch"
+    bootstrap = "bootstrap"
+
+
+def _finite_or_none(value):
+    """JSON has no NaN: an undefined figure (e.g. the CI of one seed) is written as null."""
+    return None if value is None or (isinstance(value, float) and value != value) else value
 
 
 @app.command()
 def compare(
     run_a: Path = typer.Argument(..., help="First run directory (A)."),
     run_b: Path = typer.Argument(..., help="Second run directory (B)."),
-    split: str = typer.Option("test", "--split", help="train, validation, test or all."),
-    method: str = typer.Option("welch", "--method", help="welch (Welch's t-test) or bootstrap."),
+    split: SplitChoice = typer.Option(SplitChoice.test, "--split", help="The split compared, or all three."),
+    method: MethodChoice = typer.Option(MethodChoice.welch, "--method",
+                                        help="welch (Welch's t-test) or bootstrap (percentile interval)."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help="Family-wise error rate (Holm)."),
-    format: Format = typer.Option(Format.table, "--format"),
+    format: Format = typer.Option(Format.table, "--format", help="table for people, json for scripts."),
 ) -> None:
     """Do two runs differ? Experiment by experiment, with confidence intervals and Holm's correction."""
     from rich.table import Table
 
-    from mnist_study.stats.compare import compare_values
     from mnist_study.results import load_run
+    from mnist_study.stats.compare import compare_values
+    from mnist_study.study import protocol_differences
 
     try:
         a, b = load_run(run_a), load_run(run_b)
-        splits = None if split == "all" else [split]
-        rows = compare_values(a.accuracy_table(), b.accuracy_table(), alpha=alpha, method=method, splits=splits)
+        splits = None if split is SplitChoice.all else [split.value]
+        rows = compare_values(a.accuracy_table(), b.accuracy_table(), alpha=alpha, method=method.value,
+                              splits=splits)
     except USER_ERRORS as e:
         _fail(e)
+    differences = protocol_differences(a.study, b.study)
+    if differences:
+        err.print("[yellow]warning:[/] the two runs are of different protocols, so a difference may come from "
+                  "the protocol rather than chance: " + "; ".join(differences), soft_wrap=True)
+    if not rows:
+        err.print(f"[yellow]warning:[/] the runs share no experiment with results on the {split.value} split; "
+                  "nothing to compare", soft_wrap=True)
     if format == Format.json:
         print(json.dumps([{"experiment": c.experiment, "split": c.split, "mean_a": c.a.mean, "mean_b": c.b.mean,
-                           "difference": c.difference, "ci": [c.ci_low, c.ci_high], "p": c.p_value,
-                           "p_holm": c.p_holm, "verdict": c.verdict} for c in rows], indent=2))
+                           "difference": _finite_or_none(c.difference),
+                           "ci": [_finite_or_none(c.ci_low), _finite_or_none(c.ci_high)],
+                           "p": _finite_or_none(c.p_value), "p_holm": _finite_or_none(c.p_holm),
+                           "verdict": c.verdict} for c in rows], indent=2, allow_nan=False))
         return
-    table = Table(title=f"A = {run_a}   B = {run_b}   ({method}, Holm at alpha = {alpha})")
+    table = Table(title=f"A = {run_a}   B = {run_b}   ({method.value}, Holm at alpha = {alpha})")
     for col in ("experiment", "split", "A mean", "B mean", "A − B", "95% CI", "p (Holm)", "verdict"):
         table.add_column(col)
     for c in rows:
@@ -248,6 +333,8 @@ def predict(
     format: PredictFormat = typer.Option(PredictFormat.table, "--format", help="table for people; csv or json for scripts."),
     show_input: Optional[Path] = typer.Option(None, "--show-input",
                                               help="Save the 28x28 image the network saw for each file, as PNG, in this folder."),
+    min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
+                                         help="Flag answers whose probability is below this as uncertain (?)."),
 ) -> None:
     """Read digits from photos, scans or drawings, preprocessed the way MNIST's digits were.
 
@@ -258,7 +345,8 @@ def predict(
     from mnist_study.serving.predict import as_table, predict_files, render
 
     try:
-        rows = predict_files(run_dir, images, experiment=experiment, show_input=show_input)
+        rows = predict_files(run_dir, images, experiment=experiment, show_input=show_input,
+                             min_confidence=min_confidence)
     except USER_ERRORS as e:
         _fail(e)
     if format is PredictFormat.table:

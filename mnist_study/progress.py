@@ -1,51 +1,179 @@
-"""Rich progress display for a running study: one line per experiment, fed by task events."""
+"""Progress of long work, readable wherever the output goes.
+
+On a terminal: Rich bars, one line per front-end and per experiment, with the bar, the count and
+the elapsed time first and the status text last, so that an 80-column terminal cuts the status,
+never the numbers. Elsewhere (a log file, a pipe, a cluster job): plain timestamped lines, one per
+event worth keeping (what started, what ended, its key figure, its time), never a redrawn bar.
+
+    display = TrainingProgress(study, plan)     # fed by the tasks' events (tasks.py)
+    steps = StepProgress("report", total=14)    # a count of named steps
+"""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from datetime import datetime
+from typing import Iterator
+
 from rich.console import Console
+from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+EPOCH_LINE_EVERY_S = 30.0  # in plain mode, an experiment's epoch progress at most this often
+
+
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+def _bars(console: Console, description_width: int) -> Progress:
+    # Fixed, unwrapped columns first; the status takes what is left and is cut at its end.
+    fixed = lambda width=None: Column(no_wrap=True, min_width=width)  # noqa: E731
+    return Progress(
+        SpinnerColumn(table_column=fixed()),
+        TextColumn(f"{{task.description:<{description_width}}}", table_column=fixed(description_width)),
+        BarColumn(bar_width=12, table_column=fixed(12)), MofNCompleteColumn(table_column=fixed(5)),
+        TimeElapsedColumn(table_column=fixed(7)),
+        TextColumn("{task.fields[status]}", markup=False,
+                   table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+        console=console, transient=False, expand=True,
+    )
+
+
+class PlainLines:
+    """Timestamped lines on a console that is not a terminal."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def line(self, text: str) -> None:
+        self.console.print(f"{datetime.now():%H:%M:%S} {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 class TrainingProgress:
-    """Shows front-end fitting and, per experiment, epochs so far and seeds finished."""
+    """Front-end fitting and, per experiment, its epochs and finished seeds."""
 
-    def __init__(self, study, seeds, plan, console: Console | None = None):
-        self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-            console=console or Console(stderr=True), transient=False,
-        )
-        self.tasks = {}
-        for fit, _ in plan.frontends:
-            self.tasks[("frontend", fit.name)] = self.progress.add_task(
-                f"fit {fit.frontend.kind} ({fit.name})", total=1, status="waiting")
-        missing: dict[str, int] = {}
-        for exp, seeds_of_task in plan.training:
-            missing[exp.name] = missing.get(exp.name, 0) + len(seeds_of_task)
-        for exp in study.experiments:
-            if exp.name in missing:
-                self.tasks[("train", exp.name)] = self.progress.add_task(
-                    f"train {exp.name} (H={exp.hidden})", total=missing[exp.name], status="waiting")
+    def __init__(self, study, plan, console: Console | None = None):
+        self.console = console or _stderr()
+        self.plain = None if self.console.is_terminal else PlainLines(self.console)
+        self.seeds = plan.seeds_missing()                        # experiment -> seeds to train in this run
+        self.done: dict[str, int] = {name: 0 for name in self.seeds}
+        self.active: dict[str, dict[str, int]] = {name: {} for name in self.seeds}  # experiment -> task -> seeds training
+        self.widths = {e.name: e.hidden for e in study.experiments}
+        self.started: dict[str, float] = {}
+        self.last_line: dict[str, float] = {}
+        self.bars = None if self.plain else _bars(self.console, 22)
+        self.rows = {}
+        if self.bars is not None:
+            for fit, _ in plan.frontends:
+                self.rows[("frontend", fit.name)] = self.bars.add_task(
+                    f"fit {fit.frontend.kind} ({fit.name})", total=1, status="waiting")
+            for name, count in self.seeds.items():
+                self.rows[("train", name)] = self.bars.add_task(
+                    f"train {name} (H={self.widths[name]})", total=count, status="waiting")
 
     def start(self) -> None:
-        self.progress.start()
+        if self.bars is not None:
+            self.bars.start()
+        else:
+            total = sum(self.seeds.values())
+            self.plain.line(f"training {total} network{'s' if total != 1 else ''} of {len(self.seeds)} experiments")
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.bars is not None:
+            self.bars.stop()
+
+    def _training(self, name: str) -> int:
+        return sum(self.active[name].values())
 
     def update(self, event: dict) -> None:
         kind, name = event["kind"], event.get("experiment")
+        if self.plain is not None:
+            self._line(kind, name, event)
+            return
+        if kind.startswith("frontend") and ("frontend", name) in self.rows:
+            row = self.rows[("frontend", name)]
+            if kind == "frontend-start":
+                self.bars.update(row, status="fitting")
+            elif kind == "frontend-progress":
+                self.bars.update(row, total=event["total"], completed=event["done"],
+                                 status=f"{event['done']} of {event['total']} {event.get('unit', 'steps')}")
+            elif kind == "frontend-done":
+                self.bars.update(row, completed=self.bars.tasks[row].total, status=f"done, {event['seconds']:.1f} s")
+        elif kind == "epoch" and ("train", name) in self.rows:
+            self.active[name][event.get("task", name)] = event["active"]
+            self.bars.update(self.rows[("train", name)],
+                             status=f"epoch {event['epoch']}, {self._training(name)} of {self.seeds[name]} "
+                                    f"training, best val {100 * event['val_accuracy']:.2f}%")
+        elif kind == "seed-done" and ("train", name) in self.rows:
+            self.done[name] += 1
+            self.bars.advance(self.rows[("train", name)])
+
+    def _line(self, kind: str, name: str, event: dict) -> None:
+        now = time.monotonic()
         if kind == "frontend-start":
-            self.progress.update(self.tasks[("frontend", name)], status="fitting")
-        elif kind == "frontend-progress":
-            self.progress.update(self.tasks[("frontend", name)], total=event["total"], completed=event["done"],
-                                 status=f"{event['done']} of {event['total']} trees")
+            self.plain.line(f"fit {event.get('frontend', '')} front-end ({name}): started")
         elif kind == "frontend-done":
-            task = self.tasks[("frontend", name)]
-            self.progress.update(task, completed=self.progress.tasks[task].total, status=f"{event['seconds']:.1f} s")
-        elif kind == "epoch" and ("train", name) in self.tasks:
-            self.progress.update(self.tasks[("train", name)],
-                                 status=f"epoch {event['epoch']}, {event['active']}/{event['seeds']} seeds "
-                                        f"training, best val acc {100 * event['val_accuracy']:.2f}%")
-        elif kind == "seed-done" and ("train", name) in self.tasks:
-            self.progress.advance(self.tasks[("train", name)])
+            self.plain.line(f"fit {event.get('frontend', '')} front-end ({name}): done in {event['seconds']:.1f} s")
+        elif kind == "epoch" and name in self.seeds:
+            self.started.setdefault(name, now)
+            self.active[name][event.get("task", name)] = event["active"]
+            if now - self.last_line.get(name, self.started[name]) >= EPOCH_LINE_EVERY_S:
+                self.last_line[name] = now
+                self.plain.line(f"train {name}: epoch {event['epoch']}, {self._training(name)} of "
+                                f"{self.seeds[name]} seeds training, best val acc {100 * event['val_accuracy']:.2f}%")
+        elif kind == "seed-done" and name in self.seeds:
+            self.started.setdefault(name, now)
+            self.done[name] += 1
+            self.plain.line(f"train {name}: seed {event['seed']} done ({self.done[name]} of {self.seeds[name]}), "
+                            f"test acc {100 * event['test_accuracy']:.2f}%, {event['epochs']} epochs, "
+                            f"{now - self.started[name]:.1f} s")
+
+
+class StepProgress:
+    """A count of named steps (the report's analyses): a bar on a terminal, lines elsewhere."""
+
+    def __init__(self, label: str, total: int, enabled: bool = True, console: Console | None = None):
+        self.label, self.total, self.count = label, total, 0
+        self.timings: dict[str, float] = {}
+        console = console or _stderr()
+        self.plain = PlainLines(console) if enabled and not console.is_terminal else None
+        self._bar = None
+        if enabled and self.plain is None:
+            self._bar = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(bar_width=16), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
+                                 transient=True)
+            self._task = self._bar.add_task("", total=total)
+            self._bar.start()
+        self.started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time the block as step `name` and count it done."""
+        self.describe(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
+            self.advance(name, seconds)
+
+    def describe(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+
+    def advance(self, text: str, seconds: float | None = None) -> None:
+        """One step done (timed here by `step`, or elsewhere)."""
+        self.count += 1
+        if self._bar is not None:
+            self._bar.update(self._task, description=text, advance=1)
+        elif self.plain is not None:
+            took = f" in {seconds:.1f} s" if seconds is not None else ""
+            self.plain.line(f"{self.label}: {text}{took} ({self.count} of {self.total}, "
+                            f"{time.perf_counter() - self.started:.0f} s so far)")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
+from mnist_study.data.splits import SPLITS
 from mnist_study.errors import RunError
 from mnist_study.files import read_json
 from mnist_study.training.model import MLP
 from mnist_study.study import Experiment, Study
 
-SPLITS = ("train", "validation", "test")
 
 
 def experiment_dir(run_dir: Path, experiment: str) -> Path:
@@ -123,8 +123,11 @@ def load_run(run_dir: str | Path) -> RunResults:
     if not (run_dir / "study.json").is_file():
         raise RunError(f"{run_dir} is not a run directory (no study.json); "
                        f"give the folder that `mnist-study run` printed, e.g. runs/paper-20260101-120000")
-    study = Study.model_validate(read_json(run_dir / "study.json"))
-    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    try:
+        study = Study.model_validate(read_json(run_dir / "study.json"))
+        manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    except ValueError as error:  # json.JSONDecodeError and pydantic's ValidationError are ValueErrors
+        raise RunError(f"{run_dir} is damaged: its study.json or manifest.json cannot be read ({error})") from None
     run = RunResults(run_dir, study, manifest)
     for e in study.experiments:
         found = []

@@ -21,68 +21,66 @@ reason, raised before any work starts.
 
 from __future__ import annotations
 
-import tomllib
-from importlib import resources
-from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, model_validator
 
 from mnist_study.stats.claims import Claim, validate_claim_experiments
 from mnist_study.errors import StudyError
+from mnist_study.training.frontends import FrontendConfigBase, RawPixelsConfig, parse_frontend_config
 from mnist_study.training.trainer import TrainConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `hidden = "64"` is an error, not 64; integers are still accepted where floats are.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class RawFrontend(_Strict):
-    kind: Literal["raw"] = "raw"
+def _frontend_config(value):
+    return value if isinstance(value, FrontendConfigBase) else parse_frontend_config(value)
 
 
-class PCAFrontendConfig(_Strict):
-    kind: Literal["pca"]
-    variance: float = Field(0.95, gt=0, lt=1, description="fraction of variance the kept components explain")
-
-
-class ForestFrontendConfig(_Strict):
-    kind: Literal["forest_pixels"]
-    n_pixels: int = Field(70, ge=1, le=784)
-    n_trees: int = Field(100, ge=1)
-    random_state: int = 42
-
-
-FrontendConfig = Annotated[Union[RawFrontend, PCAFrontendConfig, ForestFrontendConfig], Field(discriminator="kind")]
+# Each front-end's config lives with the front-end (training/frontends/); the union of them is built
+# from the registry when a study is validated, so a new front-end needs no edit here.
+# SerializeAsAny: dump the front-end's own fields, not only the base's.
+FrontendConfig = Annotated[SerializeAsAny[FrontendConfigBase], BeforeValidator(_frontend_config)]
 
 
 class Reference(_Strict):
     """Figures (percent) to show beside ours, e.g. the paper's Appendix A."""
 
-    train: float | None = Field(None, ge=0, le=100)
-    validation: float | None = Field(None, ge=0, le=100)
-    test: float | None = Field(None, ge=0, le=100)
-    first_epoch_loss: float | None = Field(None, ge=0, description="training loss Keras printed after epoch 1")
-    first_epoch_accuracy: float | None = Field(None, ge=0, le=1, description="training accuracy after epoch 1")
+    train: float | None = Field(None, ge=0, le=100, description="training accuracy, percent")
+    validation: float | None = Field(None, ge=0, le=100, description="validation accuracy, percent")
+    test: float | None = Field(None, ge=0, le=100, description="test accuracy, percent")
+    first_epoch_loss: float | None = Field(None, ge=0, description="training loss after epoch 1 (a protocol's "
+                                                                   "fingerprint)")
+    first_epoch_accuracy: float | None = Field(None, ge=0, le=1, description="training accuracy after epoch 1, "
+                                                                            "a fraction")
 
 
 class Experiment(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)
-    title: str = ""
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64,
+                      description="letters, digits, - and _; claims, notes and --experiment name it")
+    title: str = Field("", description="a line describing the network, for tables and the report")
     hidden: int = Field(ge=1, le=65536, description="hidden-layer width")
-    frontend: FrontendConfig = RawFrontend()
+    frontend: FrontendConfig = Field(RawPixelsConfig(), description="what the network sees of the pixels "
+                                                                     "(see the front-ends below)")
     l2: float = Field(0.0, ge=0, description="penalty l2 * sum(W^2) on the hidden kernel")
-    max_epochs: int = Field(200, ge=1, le=100_000)
-    early_stopping: bool = True
-    patience: int = Field(2, ge=1)
+    max_epochs: int = Field(200, ge=1, le=100_000, description="the most epochs trained")
+    early_stopping: bool = Field(True, description="stop once validation accuracy has not improved for "
+                                                   "`patience` epochs (Keras' EarlyStopping)")
+    patience: int = Field(2, ge=1, description="epochs without a better validation accuracy before stopping")
     keep: Literal["best_val_loss", "final"] | None = Field(
         None, description="weights evaluated; default: best_val_loss with early stopping, else final")
-    validation: Literal["last", "first"] = "last"
-    validation_size: int = Field(5000, ge=1)
-    train_size: int | None = Field(None, ge=1, description="use only this many training images (quick studies)")
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    reference: Reference | None = None
+    validation: Literal["last", "first"] = Field("last", description="which training images are held out for "
+                                                                     "validation: the last (Keras' validation_split) "
+                                                                     "or the first")
+    validation_size: int = Field(5000, ge=1, description="how many training images are held out")
+    train_size: int | None = Field(None, ge=1, description="use only the first this many of the remaining "
+                                                          "training images (quick studies)")
+    batch_size: int = Field(32, ge=1, description="images per RMSprop step")
+    learning_rate: float = Field(1e-3, gt=0, description="RMSprop's learning rate (rho 0.9, epsilon 1e-7)")
+    reference: Reference | None = Field(None, description="published figures to set beside ours")
 
     @property
     def kept_weights(self) -> str:
@@ -101,11 +99,38 @@ class Experiment(_Strict):
         return f"{params};validation={self.validation}:{self.validation_size};train_size={self.train_size}"
 
 
+NOTE_EXHIBITS = {
+    "first_epoch": "each experiment's first-epoch training loss and accuracy beside its "
+                   "reference.first_epoch_loss / first_epoch_accuracy",
+    "pattern:<experiment>": "the digit the network gives the input its first hidden node responds to most",
+    "figure:<experiment>:<key>": "one of the figures of that experiment's front-end, by its key "
+                                 "(e.g. figure:exp10:swapped)",
+}
+
+
+class Note(_Strict):
+    """A note of the study's authors, printed in the report beside what the run measured."""
+
+    title: str = Field(min_length=1, description="the note's heading in the report")
+    text: str = Field(min_length=1, description="plain text; a blank line starts a new paragraph")
+    show: list[str] = Field([], description="what the report sets beside the text, from the run: "
+                                            + "; ".join(f"{k}: {v}" for k, v in NOTE_EXHIBITS.items()))
+
+    def exhibits(self) -> list[tuple[str, ...]]:
+        """`show` split into parts: ("first_epoch",), ("pattern", exp), ("figure", exp, key)."""
+        return [tuple(item.split(":")) for item in self.show]
+
+
 class Study(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
-    description: str = ""
-    experiment: list[Experiment] = Field(min_length=1)
-    claim: list[Claim] = []
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
+                      description="names the run directory, runs/<name>-<timestamp>")
+    description: str = Field("", description="a line saying what the study asks")
+    reference_source: str = Field("reference", min_length=1, max_length=40,
+                                  description="whose figures `reference` holds, as the tables name them "
+                                              "(e.g. \"paper\")")
+    experiment: list[Experiment] = Field(min_length=1, description="the networks to train, one table each")
+    claim: list[Claim] = Field([], description="statements to test over seeds (see [[claim]])")
+    note: list[Note] = Field([], description="notes for the report (see [[note]])")
 
     @model_validator(mode="after")
     def _check_names(self) -> "Study":
@@ -114,7 +139,34 @@ class Study(_Strict):
         if duplicates:
             raise ValueError(f"experiment names must be unique; repeated: {', '.join(duplicates)}")
         validate_claim_experiments(self.claim, names)
+        for note in self.note:
+            for parts in note.exhibits():
+                _check_exhibit(parts, names, note.title)
         return self
+
+    def check_split_sizes(self, n_train: int, source: str | None = None) -> None:
+        """Raise StudyError unless every experiment's splits fit a training set of `n_train` images.
+
+        Checked once the data is loaded and before any work: a split that cannot be made must not
+        end a run halfway, and a train_size beyond what is there is an error, not silently capped.
+        """
+        problems = []
+        for e in self.experiment:
+            if not 0 < e.validation_size < n_train:
+                problems.append(f"experiment {e.name!r} > validation_size: {e.validation_size:,} must be below "
+                                f"the {n_train:,} training images")
+            elif e.train_size is not None and e.train_size > n_train - e.validation_size:
+                problems.append(f"experiment {e.name!r} > train_size: {e.train_size:,} is more than the "
+                                f"{n_train - e.validation_size:,} training images left after holding out "
+                                f"{e.validation_size:,} for validation")
+        if problems:
+            raise StudyError(f"{source or f'study {self.name!r}'} does not fit this dataset:\n"
+                             + "\n".join(f"  - {p}" for p in problems))
+
+    @property
+    def has_references(self) -> bool:
+        """Whether any experiment carries reference figures to set beside ours."""
+        return any(e.reference is not None for e in self.experiment)
 
     @property
     def experiments(self) -> list[Experiment]:
@@ -128,43 +180,33 @@ class Study(_Strict):
                        f"{', '.join(e.name for e in self.experiment)}")
 
 
-BUILTIN_STUDIES = ("paper", "paper-as-printed", "quick")
-
-
-def _format_errors(source: str, error: ValidationError) -> str:
-    lines = [f"{source} is not a valid study:"]
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see `mnist-study run --help` for the schema)"
-        lines.append(f"  - {key}: {message}")
-    return "\n".join(lines)
-
-
-def parse_study(text: str, source: str = "<study>") -> Study:
-    """Parse and validate a study from TOML text; errors name `source`, the key and the reason."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise StudyError(f"{source} is not valid TOML: {e}") from None
-    try:
-        return Study.model_validate(data)
-    except ValidationError as e:
-        raise StudyError(_format_errors(source, e)) from None
-
-
-def load_study(name_or_path: str | Path) -> Study:
-    """A built-in study by name (`paper`, `paper-as-printed`, `quick`) or a TOML file by path."""
-    if str(name_or_path) in BUILTIN_STUDIES:
-        text = resources.files("mnist_study.studies").joinpath(f"{name_or_path}.toml").read_text()
-        return parse_study(text, f"built-in study {name_or_path!r}")
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise StudyError(f"no study {str(name_or_path)!r}: not a built-in ({', '.join(BUILTIN_STUDIES)}) "
-                         f"and no such file")
-    return parse_study(path.read_text(), str(path))
+def _check_exhibit(parts: tuple[str, ...], names: list[str], title: str) -> None:
+    where = f"note {title!r}: show = {':'.join(parts)!r}"
+    if parts == ("first_epoch",):
+        return
+    if parts[0] in ("pattern", "figure") and len(parts) == (2 if parts[0] == "pattern" else 3):
+        if parts[1] not in names:
+            raise ValueError(f"{where} names no experiment of this study; it has: {', '.join(names)}")
+        return
+    raise ValueError(f"{where} is not one of: {', '.join(NOTE_EXHIBITS)}")
 
 
 def study_to_dict(study: Study) -> dict:
+    """The resolved study as JSON-ready data (what a run directory's study.json holds)."""
     return study.model_dump(mode="json", exclude_none=True)
+
+
+def protocol_differences(a: Study, b: Study) -> list[str]:
+    """How two studies' shared experiments differ in anything but their title and reference figures.
+
+    Comparing two runs is meaningful seed for seed only when their protocols agree; each string
+    names one experiment and its differing settings, e.g. "exp6: l2 0.001 vs 0.01".
+    """
+    ignored = {"title", "reference"}
+    found = []
+    for name in [e.name for e in a.experiments if e.name in {x.name for x in b.experiments}]:
+        left, right = a.get(name).model_dump(mode="json"), b.get(name).model_dump(mode="json")
+        keys = sorted(k for k in set(left) | set(right) if k not in ignored and left.get(k) != right.get(k))
+        if keys:
+            found.append(f"{name}: " + ", ".join(f"{k} {left.get(k)} vs {right.get(k)}" for k in keys))
+    return found

@@ -10,7 +10,8 @@ import pytest
 
 from mnist_study.data.idx import write_idx
 
-REAL_MNIST = Path(os.environ.get("MNIST_STUDY_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+# A copy of MNIST beside the checkout, when there is one; otherwise tests find it as the product does.
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 TINY_STUDY = """
 name = "tiny"
@@ -73,7 +74,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_study():
-    from mnist_study.study import parse_study
+    from mnist_study.studies import parse_study
 
     return parse_study(TINY_STUDY, "tiny.toml")
 
@@ -98,15 +99,22 @@ def mnist(real_mnist):
 
 @pytest.fixture(scope="session")
 def real_mnist() -> Path:
-    if not REAL_MNIST.is_dir():
-        pytest.skip(f"real MNIST not found at {REAL_MNIST}")
-    return REAL_MNIST
+    """The folder holding the real MNIST, found the way `mnist-study data` finds it ($MNIST_STUDY_DATA,
+    the user cache, /usr/share/datasets/mnist) and fetched into the cache when it is nowhere."""
+    from mnist_study.data.sources import load_dataset
+    from mnist_study.errors import DataError
+
+    given = None if os.environ.get("MNIST_STUDY_DATA") or not SHARED_MNIST.is_dir() else SHARED_MNIST
+    try:
+        return Path(load_dataset(given, download=True, progress=False).source)
+    except DataError as error:  # no copy here and no network to fetch one
+        pytest.skip(f"MNIST is not on this machine and could not be fetched: {error}")
 
 
 def train_study(study_text: str, seeds: list[int], data_dir: Path, out: Path) -> Path:
     """Train a small study in this process (for tests that need real trained networks)."""
     from mnist_study.runner import run_study
-    from mnist_study.study import parse_study
+    from mnist_study.studies import parse_study
 
     return run_study(parse_study(study_text), seeds=seeds, device="cpu", data_dir=data_dir, out=out, workers=0,
                      progress=False)

@@ -194,15 +194,3 @@ def test_knn_accuracy_of_perfect_and_random_maps():
     separated = np.c_[labels * 100.0, np.arange(90) % 30]
     assert A.knn_accuracy(separated, labels) == 1.0
     assert A.knn_accuracy(rng.random((90, 2)), labels) < 0.7
-
-
-# -------------------------------------------------------------------------------------- PCA
-
-def test_explained_variance_spectrum_matches_scikit_learn():
-    from sklearn.decomposition import PCA
-
-    x = rng.normal(size=(200, 30)) * np.linspace(3, 0.1, 30)
-    ours = A.explained_variance_spectrum(x)
-    theirs = PCA().fit(x).explained_variance_ratio_
-    np.testing.assert_allclose(ours, theirs, atol=1e-10)
-    assert ours.sum() == pytest.approx(1.0)

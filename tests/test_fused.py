@@ -1,6 +1,14 @@
-"""The compiled CPU epoch (kernels/fused_epoch.cpp) against the reference and the eager step."""
+"""The compiled CPU epoch (kernels/fused_epoch.cpp) against the reference and the eager step.
+
+Every kernel test runs on both builds (fused.VARIANTS): the native one and the one without AVX-512,
+whose portable loops a native build on an AVX-512 machine never compiles. Where the CPU has no
+AVX-512 the two builds run the same loops, and the tests still hold.
+"""
 
 import shutil
+import subprocess
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,14 +18,53 @@ from mnist_study.training import fused
 from mnist_study.training.model import PARAM_NAMES, init_params
 from mnist_study.training.trainer import Split, StackedTrainer, TrainConfig, reference_train_epoch, train_seeds
 
+MISSING_TOOLS = fused.missing_tools()
 
-@pytest.fixture(scope="module")
-def kernel():
-    if not (shutil.which("c++") or shutil.which("g++")):
-        pytest.skip("no C++ compiler here: training takes the eager step (tested in test_train.py)")
-    module = fused.load()
-    assert module is not None, f"the fused kernel should build on this machine: {fused.unavailable_reason()}"
-    return module
+
+@pytest.fixture(scope="module", params=list(fused.VARIANTS))
+def built(request) -> fused.Kernel:
+    if MISSING_TOOLS:
+        pytest.skip(f"{MISSING_TOOLS}: training takes the eager step (tested in test_train.py)")
+    return fused.build(request.param)  # an error, not a skip: with the tools here, the kernel must build
+
+
+@pytest.fixture
+def fresh_fused(monkeypatch):
+    """No kernel settled yet in this process, and no decision inherited from a parent."""
+    monkeypatch.setattr(fused, "_outcomes", {})
+    monkeypatch.setattr(fused, "_warned", set())
+    monkeypatch.setenv(fused.DECISION_VAR, "")
+    monkeypatch.delenv(fused.ENV_SWITCH, raising=False)
+
+
+@pytest.fixture
+def kernel(built, fresh_fused, monkeypatch) -> fused.Kernel:
+    """The build under test, selected through MNIST_STUDY_FUSED, so that every trainer takes it."""
+    monkeypatch.setenv(fused.ENV_SWITCH, "1" if built.variant == "native" else built.variant)
+    assert fused.require().library == built.library
+    return built
+
+
+def _cpu_has_avx512() -> bool:
+    try:
+        return " avx512f " in Path("/proc/cpuinfo").read_text().replace("\n", " ")
+    except OSError:
+        return False
+
+
+def test_each_build_compiles_the_loops_it_claims(kernel):
+    """The build without AVX-512 has no 512-bit instruction at all; the native one, on a CPU with
+    AVX-512, has them (its hand-written AVX-512 loops)."""
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump is needed to read the library's instructions")
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(kernel.library)], capture_output=True,
+                             text=True, check=True).stdout
+    assert "train_epoch" in listing  # the disassembly is of the kernel
+    uses_zmm = "%zmm" in listing
+    if kernel.variant == "no_avx512":
+        assert not uses_zmm
+    elif _cpu_has_avx512():
+        assert uses_zmm
 
 
 def _sparse_digits(n=500, d=196, seed=0):
@@ -47,6 +94,7 @@ def test_fused_epoch_agrees_with_autograd_and_torch_rmsprop(kernel, hidden, inpu
     train = _sparse_digits() if inputs == "sparse" else Split(torch.rand(500, 37), torch.randint(0, 10, (500,)))
     config = TrainConfig(hidden=hidden, l2=0.001, max_epochs=2, early_stopping=False, keep="final")
     trainer = StackedTrainer(config, train.x.shape[1], [3, 4], torch.device("cpu"), use_fused=True)
+    assert trainer.kernel.library == kernel.library
     for _ in range(2):
         trainer.train_epoch(train)
     for index, seed in enumerate([3, 4]):
@@ -88,8 +136,8 @@ def test_blank_images_train_like_the_reference(kernel):
     trainer = StackedTrainer(config, train.x.shape[1], [0], torch.device("cpu"), use_fused=True)
     params = [trainer.params[k] for k in PARAM_NAMES]
     order = torch.arange(96).view(1, -1)
-    kernel.train_epoch(train.x, kernel.pixel_masks(train.x), train.y, order, params, trainer.optimizer.velocity,
-                       32, 1e-3, 0.9, 1e-7, 0.001)
+    kernel.train_epoch(x=train.x, masks=kernel.pixel_masks(train.x), labels=train.y, perms=order, params=params,
+                       velocity=trainer.optimizer.velocity, batch_size=32, lr=1e-3, rho=0.9, epsilon=1e-7, l2=0.001)
     expected = {k: v.clone().requires_grad_(True) for k, v in init_params(train.x.shape[1], 5, 0).items()}
     optimizer = torch.optim.RMSprop(list(expected.values()), lr=1e-3, alpha=0.9, eps=1e-7)
     reference_train_epoch(expected, optimizer, train, order[0], config)
@@ -110,44 +158,52 @@ def test_kernel_rejects_inputs_it_cannot_train_on(kernel):
     train = _sparse_digits(64)
     config = TrainConfig(hidden=4)
     trainer = StackedTrainer(config, train.x.shape[1], [0], torch.device("cpu"), use_fused=True)
-    params = [trainer.params[k] for k in PARAM_NAMES]
-    masks = kernel.pixel_masks(train.x)
-    perm = torch.randperm(64).view(1, -1)
-    with pytest.raises(RuntimeError, match="x must be a contiguous float32"):
-        kernel.train_epoch(train.x.double(), masks, train.y, perm, params, trainer.optimizer.velocity,
-                           32, 1e-3, 0.9, 1e-7, 0.0)
-    with pytest.raises(RuntimeError, match="masks must be pixel_masks"):
-        kernel.train_epoch(train.x, masks[:10], train.y, perm, params, trainer.optimizer.velocity,
-                           32, 1e-3, 0.9, 1e-7, 0.0)
-    with pytest.raises(RuntimeError, match=r"labels must lie in \[0, 10\)"):
-        kernel.train_epoch(train.x, masks, train.y + 5, perm, params, trainer.optimizer.velocity,
-                           32, 1e-3, 0.9, 1e-7, 0.0)
-    with pytest.raises(RuntimeError, match="perms must index rows of x"):
-        kernel.train_epoch(train.x, masks, train.y, perm + 1, params, trainer.optimizer.velocity,
-                           32, 1e-3, 0.9, 1e-7, 0.0)
-    with pytest.raises(RuntimeError, match="hidden.kernel must be a contiguous float32"):
-        kernel.train_epoch(train.x, masks, train.y, perm, [params[0].transpose(1, 2), *params[1:]],
-                           trainer.optimizer.velocity, 32, 1e-3, 0.9, 1e-7, 0.0)
+    good = {"x": train.x, "masks": kernel.pixel_masks(train.x), "labels": train.y,
+            "perms": torch.randperm(64).view(1, -1), "params": [trainer.params[k] for k in PARAM_NAMES],
+            "velocity": trainer.optimizer.velocity, "batch_size": 32, "lr": 1e-3, "rho": 0.9, "epsilon": 1e-7,
+            "l2": 0.0}
+    bad = [("x must be a contiguous float32", {"x": train.x.double()}),
+           ("masks must be pixel_masks", {"masks": good["masks"][:10]}),
+           (r"labels must lie in \[0, 10\)", {"labels": train.y + 5}),
+           ("perms must index rows of x", {"perms": good["perms"] + 1}),
+           ("hidden.kernel must be a contiguous float32",
+            {"params": [good["params"][0].transpose(1, 2), *good["params"][1:]]})]
+    for message, change in bad:
+        with pytest.raises(RuntimeError, match=message):
+            kernel.train_epoch(**{**good, **change})
+    with pytest.raises(TypeError):  # one way in: by keyword
+        kernel.train_epoch(*good.values())
 
 
-def test_a_failed_build_falls_back_to_the_eager_step(monkeypatch):
-    import torch.utils.cpp_extension
+def _no_compiler(variant="native"):
+    raise fused.KernelUnavailable("g++: command not found")
 
-    def no_compiler(*args, **kwargs):
-        raise RuntimeError("Error building extension: g++: command not found")
 
-    monkeypatch.setattr(fused, "_module", None)
-    monkeypatch.setattr(fused, "_unavailable", None)
-    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+def test_a_failed_build_falls_back_to_the_eager_step_with_one_warning(fresh_fused, monkeypatch):
+    monkeypatch.setattr(fused, "build", _no_compiler)
     with pytest.warns(UserWarning, match="g\\+\\+: command not found.*eager"):
-        assert fused.load() is None
-    assert "g++" in fused.unavailable_reason()
+        trainer = StackedTrainer(TrainConfig(hidden=8), 10, [0], torch.device("cpu"))
+    assert not trainer.use_fused and "g++" in fused.unavailable_reason()
     train, val = _sparse_digits(200), _sparse_digits(100, seed=1)
-    result = train_seeds(TrainConfig(hidden=8, max_epochs=2, early_stopping=False, keep="final"), train, val, [0])[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: the second trainer falls back in silence
+        config = TrainConfig(hidden=8, max_epochs=2, early_stopping=False, keep="final")
+        result = train_seeds(config, train, val, [0])[0]
     assert result.epochs_run == 2
 
 
-def test_the_environment_switch_turns_the_kernel_off(monkeypatch):
+def test_asking_for_the_kernel_where_it_cannot_be_had_is_an_error(fresh_fused, monkeypatch):
+    monkeypatch.setattr(fused, "build", _no_compiler)
+    with pytest.raises(fused.KernelUnavailable, match="cannot be had: g\\+\\+: command not found"):
+        StackedTrainer(TrainConfig(hidden=8), 10, [0], torch.device("cpu"), use_fused=True)
     monkeypatch.setenv(fused.ENV_SWITCH, "0")
-    trainer = StackedTrainer(TrainConfig(hidden=4), 10, [0], torch.device("cpu"))
-    assert not trainer.use_fused
+    with pytest.raises(fused.KernelUnavailable, match="switched off by MNIST_STUDY_FUSED=0"):
+        StackedTrainer(TrainConfig(hidden=8), 10, [0], torch.device("cpu"), use_fused=True)
+
+
+def test_the_environment_switch_turns_the_kernel_off(fresh_fused, monkeypatch):
+    monkeypatch.setenv(fused.ENV_SWITCH, "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # switched off on purpose: nothing to warn about
+        trainer = StackedTrainer(TrainConfig(hidden=4), 10, [0], torch.device("cpu"))
+    assert not trainer.use_fused and fused.unavailable_reason() == "switched off by MNIST_STUDY_FUSED=0"

@@ -19,12 +19,9 @@ from mnist_study.errors import RunError
 from mnist_study.serving.predict import FORMATS, expand_paths, predict_files, predict_with, render
 from mnist_study.data.splits import flatten_scaled
 
-from conftest import REAL_MNIST, train_study
+from conftest import train_study
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (REAL_MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason=f"no MNIST in {REAL_MNIST}"),
-]
+pytestmark = pytest.mark.slow
 
 STUDY = """
 name = "predict-test"
@@ -50,8 +47,8 @@ frontend = { kind = "pca", variance = 0.9 }
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_study(STUDY, [0, 1], REAL_MNIST, tmp_path_factory.mktemp("run") / "run")
+def run_dir(tmp_path_factory, real_mnist):
+    return train_study(STUDY, [0, 1], real_mnist, tmp_path_factory.mktemp("run") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +133,9 @@ def test_inputs_in_every_accepted_form_agree(mnist, classifier):
 def test_as_inputs_shapes():
     assert as_inputs(np.zeros((28, 28), np.uint8)).shape == (1, 784)
     assert as_inputs(np.zeros((5, 784), np.float32)).shape == (5, 784)
-    assert as_inputs(np.full((2, 28, 28), 255, np.uint8)).max() == 1.0
+    square = np.zeros((2, 28, 28), np.uint8)
+    square[:, 8:20, 8:20] = 255
+    assert as_inputs(square).max() == 1.0
 
 
 @pytest.fixture
@@ -187,17 +186,32 @@ def test_show_input_names_do_not_collide(classifier, mnist, tmp_path):
 
 def test_render_formats(run_dir, folder):
     rows = predict_files(run_dir, [folder])
-    as_json = json.loads(render(rows, "json"))
+    model = rows[2].model
+    assert model.startswith(load_classifier(run_dir).name + " seed ")
+    text = render(rows, "json")
+    assert text.endswith("]\n")
+    as_json = json.loads(text)
     assert [Path(r["file"]).name for r in as_json] == [Path(r.file).name for r in rows]
     assert as_json[2]["digit"] == rows[2].digit and as_json[0]["error"]
+    assert {r["model"] for r in as_json} == {model}
+    assert as_json[2]["uncertain"] is (as_json[2]["confidence"] < 0.5) and as_json[0]["uncertain"] is None
 
     table = list(csv.DictReader(io.StringIO(render(rows, "csv"))))
-    assert list(table[0]) == ["file", "digit", *(f"p{d}" for d in range(10)), "error"]
+    assert list(table[0]) == ["file", "model", "digit", "uncertain", *(f"p{d}" for d in range(10)), "error"]
     assert table[2]["digit"] == str(rows[2].digit) and float(table[2][f"p{rows[2].digit}"]) > 0.5
-    assert table[0]["digit"] == "" and "no digit" in table[0]["error"]
+    assert table[0]["digit"] == "" and "no digit" in table[0]["error"] and table[2]["model"] == model
 
     text = render(rows, "table")
     assert "digit0.png" in text and "probability of each digit" in text and "2 of 5 file(s) could not be classified" in text
+    assert f"network: {model}" in text
     assert set(FORMATS) == {"table", "csv", "json"}
     with pytest.raises(ValueError, match="unknown format"):
         render(rows, "xml")
+
+
+def test_answers_below_the_confidence_threshold_are_flagged(run_dir, folder):
+    sure = predict_files(run_dir, [folder], min_confidence=0.0)
+    doubtful = predict_files(run_dir, [folder], min_confidence=1.0)
+    assert not any(p.uncertain for p in sure)
+    assert all(p.uncertain for p in doubtful if p.ok) and any(p.ok for p in doubtful)
+    assert "?" in render(doubtful, "table")

@@ -1,8 +1,6 @@
 """Tests for mnist_study.serving.preprocess: MNIST's own recipe, whatever the picture looks like."""
 
 import io
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,6 @@ from mnist_study.serving.preprocess import (
     to_png,
 )
 
-REAL_MNIST = Path(os.environ.get("MNIST_STUDY_DATA") or Path(__file__).resolve().parents[2] / "shared/data/mnist")
 
 
 def seven(scale: int = 4, canvas: tuple[int, int] = (200, 160), at: tuple[int, int] = (30, 20),
@@ -161,11 +158,45 @@ def test_to_png_round_trips_the_input():
     assert back.shape == (28, 28) and np.abs(back - x).max() <= 0.5 / 255 + 1e-6
 
 
-@pytest.mark.skipif(not (REAL_MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason=f"no MNIST in {REAL_MNIST}")
-def test_mnist_digits_are_nearly_fixed_points():
+def test_mnist_digits_are_nearly_fixed_points(mnist):
     """MNIST was made by this recipe, so its digits should come back almost unchanged."""
-    from mnist_study.data.sources import load_dataset
-
-    images = load_dataset(REAL_MNIST, download=False, progress=False).test_images[:300]
+    images = mnist.test_images[:300]
     changed = np.array([np.abs(preprocess(im) - im / 255.0).mean() for im in images])
     assert np.median(changed) < 0.005 and changed.mean() < 0.01
+
+
+def test_arrays_of_any_integer_dtype_and_either_polarity_are_read_alike():
+    from conftest import synthetic_digits
+
+    from mnist_study.serving.classifier import as_inputs
+    from mnist_study.serving.preprocess import ImageError
+
+    digits, _ = synthetic_digits(3, seed=2)           # light ink on black, as MNIST
+    digits[:, 0, :] = digits[:, -1, :] = 0             # a clean border
+    digits[:, :, 0] = digits[:, :, -1] = 0
+    expected = as_inputs(digits)
+    np.testing.assert_array_equal(as_inputs(digits.astype(np.int64)), expected)
+    np.testing.assert_allclose(as_inputs(255 - digits), expected, atol=1e-6)   # dark on light: inverted
+    np.testing.assert_allclose(as_inputs(1.0 - digits / 255.0), expected, atol=1e-6)
+    with pytest.raises(ImageError, match="0-255"):
+        as_inputs(np.full((28, 28), 300))
+    with pytest.raises(ImageError, match="divide 0-255 values by 255"):
+        as_inputs(np.full((28, 28), 200.0))
+
+
+def test_a_shadow_gradient_is_flattened_before_the_ink_is_found():
+    """A dark digit on paper that darkens from 95% to 45% across the photo: the crop must hold the
+    digit only, so the result matches the same digit on even paper."""
+    from PIL import ImageDraw
+
+    def photo(shadow: bool) -> np.ndarray:
+        page = Image.new("L", (400, 300), 255)
+        ImageDraw.Draw(page).line([(180, 80), (230, 80), (200, 220)], fill=20, width=14)  # a 7
+        paper = np.asarray(page, np.float32) / 255
+        if shadow:
+            paper = paper * np.linspace(0.95, 0.45, 400, dtype=np.float32)[None, :]
+        return paper
+
+    even, shaded = preprocess(photo(False)), preprocess(photo(True))
+    assert np.abs(even - shaded).mean() < 0.02
+    assert shaded[:, :3].max() < 0.05 and shaded[:, -3:].max() < 0.05  # no gradient left at the edges

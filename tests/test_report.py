@@ -2,7 +2,8 @@
 
 The run trains four small networks (1 and 2 hidden nodes on raw pixels, 10 nodes behind PCA and
 behind forest-chosen pixels) for two epochs on 600 synthetic images, so every kind of section
-appears: box plot, scatter, t-SNE maps, node patterns, both front-ends, claims and notes.
+appears: box plot, scatter, t-SNE maps, node patterns, both front-ends, claims and the study's
+notes with every kind of exhibit.
 """
 
 import json
@@ -16,7 +17,7 @@ import pytest
 from mnist_study.data.idx import write_idx
 from mnist_study.report.build import build_report
 from mnist_study.runner import run_study
-from mnist_study.study import parse_study
+from mnist_study.studies import parse_study
 
 SECTIONS = ("data", "accuracy", "experiments", "hidden", "patterns", "frontends", "claims", "notes",
             "reproducibility")
@@ -24,6 +25,7 @@ SECTIONS = ("data", "accuracy", "experiments", "hidden", "patterns", "frontends"
 STUDY = """
 name = "tiny"
 description = "four tiny networks on synthetic digits"
+reference_source = "original"
 
 [[experiment]]
 name = "one"
@@ -67,6 +69,21 @@ reference = { test = 94.2 }
 name = "pca-beats-one-node"
 text = "PCA with 10 nodes beats a single node"
 checks = ["pca.test > one.test"]
+
+[[note]]
+title = "First epochs"
+text = '''
+The first paragraph's first line
+and its second line.
+
+A second paragraph, with <b>markup</b> & an ampersand that stay text.
+'''
+show = ["first_epoch"]
+
+[[note]]
+title = "Pixels, a pattern and a figure that is not drawn"
+text = "The forest's pixels drawn both ways, then the single node's pattern."
+show = ["figure:forest:pixels", "figure:forest:swapped", "pattern:one", "figure:forest:no-such-figure"]
 """
 
 
@@ -107,7 +124,7 @@ def test_report_has_every_section_and_only_embedded_images(built):
         assert f'id="{section}"' in page and f'href="#{section}"' in page, section
     images = re.findall(r'<img src="([^"]+)"', page)
     # data: counts + 2 grids; accuracy plot; per experiment 5; hidden 4; patterns 4;
-    # front-ends: forest 2 + PCA 2; notes: 2 overlays
+    # front-ends: forest 2 + PCA 2; notes: the forest's two pixel drawings
     assert len(images) == 3 + 1 + 5 * 4 + 4 + 4 + 4 + 2
     assert all(src.startswith("data:image/png;base64,") for src in images)
     # self-contained: no external stylesheet, script, font or image
@@ -121,10 +138,11 @@ def test_report_content_reflects_the_run(built):
     page = report.read_text()
     assert "of the 10 hidden activations of 150 training images (a seeded sample of 500)" in page
     assert 'alt="one hidden activations (boxplot)"' in page and 'alt="two hidden activations (scatter)"' in page
-    assert "The single-node pattern: 0, 6 or 7?" in page  # the call-out
-    assert re.search(r"Our one network calls its pattern a\s*<strong>\d</strong>", page)
     assert "pca-beats-one-node" in page and re.search(r'class="verdict (supported|contradicted|not-resolved)"', page)
-    assert "l2(0.01)" in page and "1.973" in page  # the epoch-1 log from the study file, beside ours
+    # reference figures, named as the study names their source
+    assert "<th>ours</th><th>original</th><th>Δ</th>" in page and "hollow markers are the original&#39;s" in page
+    # epochs and seconds close each row; both seeds ran 2 epochs: "2", as `show` prints it, not "2–2"
+    assert re.findall(r"<td>(\d+(?:–\d+)?)</td><td>[\d.]+</td></tr>", page) == ["2"] * 4
     assert "mnist-study run tiny.toml --seed 0 --seed 1" in page  # rebuilt: the run was started from Python
     step = json.loads((run_dir / "manifest.json").read_text())["training_step"]
     assert step == "fused CPU epoch" or step.startswith("eager step (")
@@ -132,6 +150,28 @@ def test_report_content_reflects_the_run(built):
     for digest in json.loads((run_dir / "manifest.json").read_text())["data"]["digests"].values():
         assert digest in page
     assert not list(run_dir.glob(".report.html.*"))  # written atomically: no temporary file left
+
+
+def test_report_renders_the_study_notes_and_their_exhibits(built):
+    _, report, _ = built
+    page = report.read_text()
+    notes = page[page.index('<section id="notes">'):page.index('<section id="reproducibility">')]
+    assert "<h3>First epochs</h3>" in notes
+    assert "<p>The first paragraph&#39;s first line and its second line.</p>" in notes
+    assert "<p>A second paragraph, with &lt;b&gt;markup&lt;/b&gt; &amp; an ampersand that stay text.</p>" in notes
+    # first_epoch: the one experiment with first-epoch figures, ours beside the study's 1.9729 / 0.1995
+    assert "<th>original's loss</th>" in notes
+    assert re.findall(r'<tr><td class="left">(\w+)</td>', notes) == ["one"]
+    assert '<td class="muted">1.973</td>' in notes and '<td class="muted">0.200</td>' in notes
+    # figure:forest:pixels and figure:forest:swapped, side by side; the second is drawn for the notes only
+    assert re.findall(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)">', notes) == [
+        "forest chosen pixels on a training digit", "forest swapped"]
+    assert re.search(r"Our one network calls the pattern of its hidden node 0 a\s*<strong>\d</strong>", notes)
+    assert "forest&#39;s front-end (forest_pixels) draws no figure “no-such-figure”; it draws: importance, " \
+           "pixels, swapped." in notes
+    # the patterns section keeps to the patterns: what the notes say is said there only
+    patterns = page[page.index('<section id="patterns">'):page.index('<section id="frontends">')]
+    assert "callout" not in patterns
 
 
 def test_report_timings_are_recorded(built):

@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from mnist_study.errors import RunError
+from mnist_study.errors import OptionError, RunError
 from mnist_study.results import load_run
 from mnist_study.runner import resume_run, run_study
-from mnist_study.study import parse_study
+from mnist_study.studies import parse_study
 
 from conftest import TINY_STUDY
 
@@ -135,7 +135,7 @@ def test_resume_refuses_a_different_study(tiny_run, tiny_data):
 
 
 def test_bad_seeds_and_device(tiny_study, tmp_path):
-    with pytest.raises(RunError, match="seeds"):
+    with pytest.raises(OptionError, match="seeds"):
         run_study(tiny_study, seeds=[1, 1], out=tmp_path / "x", workers=0, progress=False)
     import torch
 

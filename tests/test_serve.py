@@ -23,10 +23,7 @@ with warnings.catch_warnings():  # Starlette's TestClient prefers httpx2; httpx 
 from mnist_study.errors import RunError
 from mnist_study.serving.server import MAX_BODY_BYTES, create_app
 
-from conftest import REAL_MNIST, train_study
-
-pytestmark = pytest.mark.skipif(not (REAL_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
-                                reason=f"no MNIST in {REAL_MNIST}")
+from conftest import synthetic_digits, train_study
 
 STUDY = """
 name = "serve-test"
@@ -50,13 +47,21 @@ frontend = { kind = "pca", variance = 0.8 }
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_study(STUDY, [0], REAL_MNIST, tmp_path_factory.mktemp("run") / "run")
+def run_dir(tmp_path_factory, real_mnist):
+    return train_study(STUDY, [0], real_mnist, tmp_path_factory.mktemp("run") / "run")
 
 
 @pytest.fixture(scope="module")
 def client(run_dir):
+    """The server over networks trained on real MNIST: for tests of what it answers."""
     with TestClient(create_app(run_dir)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def tiny_client(tiny_run):
+    """The server over the tiny synthetic run: for tests of how it refuses bad requests."""
+    with TestClient(create_app(tiny_run)) as client:
         yield client
 
 
@@ -140,53 +145,54 @@ def error(answer, status: int, code: str) -> str:
     return answer.json()["detail"]
 
 
-def test_bodies_over_2_mib_are_413(client):
+def test_bodies_over_2_mib_are_413(tiny_client):
     big = os.urandom(MAX_BODY_BYTES + 1)
-    error(upload(client, big), 413, "too_large")
+    error(upload(tiny_client, big), 413, "too_large")
     # a chunked body has no Content-Length; it is counted as it arrives
     chunks = (b"x" * 65536 for _ in range(MAX_BODY_BYTES // 65536 + 1))
-    error(client.post("/api/predict", content=chunks, headers={"content-type": "application/json"}), 413, "too_large")
-    assert client.get("/health").status_code == 200
+    error(tiny_client.post("/api/predict", content=chunks, headers={"content-type": "application/json"}), 413, "too_large")
+    assert tiny_client.get("/health").status_code == 200
 
 
-def test_wrong_content_types_are_415(client):
-    error(client.post("/api/predict", content=b"hello", headers={"content-type": "text/plain"}), 415,
+def test_wrong_content_types_are_415(tiny_client):
+    error(tiny_client.post("/api/predict", content=b"hello", headers={"content-type": "text/plain"}), 415,
           "unsupported_media_type")
-    error(client.post("/api/predict", content=png(np.zeros((8, 8), np.uint8)),
+    error(tiny_client.post("/api/predict", content=png(np.zeros((8, 8), np.uint8)),
                       headers={"content-type": "image/png"}), 415, "unsupported_media_type")
-    error(client.post("/api/predict", content=b""), 415, "unsupported_media_type")
-    error(upload(client, b"name,value\n", "text/csv"), 415, "unsupported_media_type")
+    error(tiny_client.post("/api/predict", content=b""), 415, "unsupported_media_type")
+    error(upload(tiny_client, b"name,value\n", "text/csv"), 415, "unsupported_media_type")
 
 
-def test_non_images_are_422(client):
-    assert "not an image" in error(upload(client, b"GIF89a but not really"), 422, "not_an_image")
-    error(client.post("/api/predict", files={"photo": ("d.png", b"x", "image/png")}), 422, "invalid_request")
-    error(client.post("/api/predict", content=b"{not json", headers={"content-type": "application/json"}),
+def test_non_images_are_422(tiny_client):
+    assert "not an image" in error(upload(tiny_client, b"GIF89a but not really"), 422, "not_an_image")
+    error(tiny_client.post("/api/predict", files={"photo": ("d.png", b"x", "image/png")}), 422, "invalid_request")
+    error(tiny_client.post("/api/predict", content=b"{not json", headers={"content-type": "application/json"}),
           422, "invalid_request")
-    assert "pixels" in error(client.post("/api/predict", json={"pixels": [[0.0] * 27] * 28}), 422, "invalid_request")
-    error(client.post("/api/predict", json={"pixels": [[2.0] * 28] * 28}), 422, "invalid_request")
-    error(client.post("/api/predict", json={"pixels": [[0.0] * 28] * 28, "path": "/etc/passwd"}), 422,
+    assert "pixels" in error(tiny_client.post("/api/predict", json={"pixels": [[0.0] * 27] * 28}), 422, "invalid_request")
+    error(tiny_client.post("/api/predict", json={"pixels": [[2.0] * 28] * 28}), 422, "invalid_request")
+    error(tiny_client.post("/api/predict", json={"pixels": [[0.0] * 28] * 28, "path": "/etc/passwd"}), 422,
           "invalid_request")
 
 
-def test_decompression_bombs_are_422(client):
+def test_decompression_bombs_are_422(tiny_client):
     bomb = io.BytesIO()
     Image.new("1", (10_000, 10_000), 1).save(bomb, format="PNG", optimize=True)  # 100 megapixels in ~12 kB
     assert len(bomb.getvalue()) < MAX_BODY_BYTES
-    assert "refused" in error(upload(client, bomb.getvalue()), 422, "too_many_pixels")
+    assert "refused" in error(upload(tiny_client, bomb.getvalue()), 422, "too_many_pixels")
 
 
-def test_blank_canvas_is_422_no_digit(client):
-    error(upload(client, png(np.full((280, 280), 255, np.uint8))), 422, "no_digit")
-    error(client.post("/api/predict", json={"pixels": [[0.0] * 28] * 28}), 422, "no_digit")
-    error(client.post("/api/predict", json={"pixels": [[0.0] * 28] * 28, "preprocess": False}), 422, "no_digit")
+def test_blank_canvas_is_422_no_digit(tiny_client):
+    error(upload(tiny_client, png(np.full((280, 280), 255, np.uint8))), 422, "no_digit")
+    error(tiny_client.post("/api/predict", json={"pixels": [[0.0] * 28] * 28}), 422, "no_digit")
+    error(tiny_client.post("/api/predict", json={"pixels": [[0.0] * 28] * 28, "preprocess": False}), 422, "no_digit")
 
 
-def test_unknown_models_are_404(client, mnist):
-    drawing = as_drawing(mnist.test_images[0])
-    assert "raw64, pca20" in error(upload(client, drawing, model="nope"), 404, "unknown_model")
-    error(upload(client, drawing, model="../../etc/passwd"), 404, "unknown_model")
-    error(client.post("/api/predict", json={"pixels": [[0.5] * 28] * 28, "model": "exp99"}), 404, "unknown_model")
+def test_unknown_models_are_404(tiny_client):
+    drawing = as_drawing(synthetic_digits(1, seed=5)[0][0])
+    assert "raw8, pca8, forest8" in error(upload(tiny_client, drawing, model="nope"), 404, "unknown_model")
+    error(upload(tiny_client, drawing, model="../../etc/passwd"), 404, "unknown_model")
+    error(tiny_client.post("/api/predict", json={"pixels": [[0.5] * 28] * 28, "model": "exp99"}), 404,
+          "unknown_model")
 
 
 def test_a_folder_that_is_not_a_run_fails_at_once(tmp_path):

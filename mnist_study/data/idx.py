@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from mnist_study.errors import DataError
+from mnist_study.files import write_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
 UINT8_CODE = 0x08
@@ -163,19 +162,7 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool) -> None:
     payload = encode_idx(array)
     if compress:
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
-    write_atomically(Path(path), payload)
-
-
-def write_atomically(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file in the same directory."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(payload)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_bytes(path, payload)
 
 
 def sha256_uncompressed(path: str | Path) -> str:

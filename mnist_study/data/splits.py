@@ -10,6 +10,7 @@ import numpy as np
 
 from mnist_study.data.sources import Dataset
 
+SPLITS = ("train", "validation", "test")  # every experiment's three splits, in this order
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (pixels (N, 784) float32, labels (N,) int64)
 
 

@@ -1,4 +1,4 @@
-"""Analyses behind the report's figures: confusions, node patterns, t-SNE maps, PCA spectra.
+"""Analyses behind the report's figures: confusions, node patterns, t-SNE maps.
 
 Everything here takes and returns plain arrays (or small dataclasses of arrays); drawing them is
 `figures.py`'s job. The paper's notebook does each of these once per experiment in a copied cell;
@@ -18,10 +18,10 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
+from mnist_study.data.digits import IMAGE_SIDE, N_PIXELS
+from mnist_study.executor import single_threaded
 from mnist_study.training.model import MLP
 
-IMAGE_SIDE = 28
-N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 
 
 # ---------------------------------------------------------------------------------- confusions
@@ -83,25 +83,9 @@ class NodePatterns:
 
 
 def frontend_op(frontend) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A fitted front-end as a differentiable torch function of pixels (N, 784) -> inputs (N, D).
-
-    Raw pixels pass through, PCA is (x - mean) @ componentsᵀ (scikit-learn's transform without
-    whitening), and the forest front-end picks its pixels, so gradients reach all 784 pixels.
-    """
-    from mnist_study.training.frontends import ForestPixels, PCAFrontend, RawPixels
-
-    if frontend is None or isinstance(frontend, RawPixels):
-        return lambda x: x
-    if isinstance(frontend, PCAFrontend):
-        if getattr(frontend.pca_, "whiten", False):
-            raise ValueError("whitened PCA is not supported")
-        mean = torch.as_tensor(np.asarray(frontend.pca_.mean_, dtype=np.float32))
-        components = torch.as_tensor(np.asarray(frontend.pca_.components_, dtype=np.float32))
-        return lambda x: (x - mean) @ components.T
-    if isinstance(frontend, ForestPixels):
-        pixels = torch.as_tensor(np.asarray(frontend.pixels_, dtype=np.int64))
-        return lambda x: x[:, pixels]
-    raise TypeError(f"no torch version of front-end {type(frontend).__name__}")
+    """A fitted front-end (None: raw pixels) as a differentiable torch function of pixels
+    (N, 784) -> inputs (N, D), so that gradients reach all 784 pixels: its own `torch_op()`."""
+    return (lambda x: x) if frontend is None else frontend.torch_op()
 
 
 def _total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +128,7 @@ def activation_maximization(model: MLP, transform=None, *, sample: np.ndarray | 
     Parameters
     ----------
     model : the trained network.
-    transform : None for raw pixels, a fitted front-end (RawPixels, PCAFrontend, ForestPixels) or
+    transform : None for raw pixels, a fitted front-end (training/frontends/) or
         a torch function pixels (N, 784) -> network inputs (N, D).
     sample : (N, 784) training images in [0, 1]; needed to rank nodes when the layer is wider than
         `max_nodes` (then the `n_top` nodes with the highest mean activation are kept).
@@ -157,12 +141,8 @@ def activation_maximization(model: MLP, transform=None, *, sample: np.ndarray | 
     nodes = choose_nodes(model, op, sample, max_nodes, n_top)
     # The tensors are tiny (K x 784): one thread avoids the cost of waking the others on every
     # small op, which dominates (10-50x slower) when other processes load the machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_threaded():
         return _ascend(model, op, nodes, steps, learning_rate, l2, tv, seed)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _ascend(model: MLP, op: Callable, nodes: np.ndarray, steps: int, learning_rate: float, l2: float,
@@ -266,26 +246,3 @@ def knn_accuracy(embedding: np.ndarray, labels: np.ndarray, k: int = 10) -> floa
     neighbours = knn.kneighbors(embedding, return_distance=False)[:, 1:]  # drop each point itself
     votes = np.array([np.bincount(labels[row]).argmax() for row in neighbours])
     return float((votes == labels).mean())
-
-
-# ------------------------------------------------------------------------------------------- PCA
-
-def explained_variance_spectrum(x: np.ndarray) -> np.ndarray:
-    """Fraction of variance along every principal axis of x (N, D), largest first, shape (D,).
-
-    The fitted PCA front-end keeps only the components it uses; the full spectrum (for the
-    cumulative-variance curve) comes from the eigenvalues of the covariance matrix, which for
-    784 pixels is much cheaper than a full SVD.
-    """
-    x = np.asarray(x)
-    n, d = x.shape
-    # Accumulated over chunks in float64: a float64 copy of all 55,000 images would cost 345 MB.
-    mean = x.mean(0, dtype=np.float64)
-    scatter = np.zeros((d, d))
-    for start in range(0, n, 5000):
-        chunk = x[start:start + 5000].astype(np.float64) - mean
-        scatter += chunk.T @ chunk
-    covariance = scatter / max(n - 1, 1)
-    eigenvalues = np.clip(np.linalg.eigvalsh(covariance)[::-1], 0, None)
-    total = eigenvalues.sum()
-    return eigenvalues / total if total > 0 else eigenvalues

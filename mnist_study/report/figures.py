@@ -1,10 +1,14 @@
 """Figures of the report: plain functions from arrays to matplotlib Figures.
 
+This module holds the shared conventions and helpers (digit colours, split styles, image tiles,
+PNG data URIs) and the figures of the data, accuracy and per-experiment sections; `maps.py` draws
+what the hidden layer does (activations, t-SNE maps, node patterns).
+
 Each function builds a `matplotlib.figure.Figure` directly (no pyplot: no global state, no
 display, and the user's backend is left alone; PNGs are rendered by Agg) with a title, axis
 labels and, where several things share an axis, a legend.
 Every digit 0-9 has ONE colour, `DIGIT_COLORS`, in every figure. Images are 28 x 28 arrays or
-flat 784-vectors in [0, 1], drawn dark-on-light like the paper's `cmap="binary"`.
+flat 784-vectors in [0, 1], drawn dark-on-light (`cmap="binary"`).
 
     from mnist_study.report.figures import confusion_heatmap, figure_to_data_uri
     uri = figure_to_data_uri(confusion_heatmap(confusion, "exp6"))
@@ -21,8 +25,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
-from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from matplotlib.patches import Rectangle
+
+from mnist_study.training.frontends import FRONTENDS, PlotMarker
 
 DIGITS = tuple(range(10))
 DIGIT_COLORS: tuple[str, ...] = tuple(to_hex(matplotlib.colormaps["tab10"](d)) for d in DIGITS)
@@ -35,7 +40,6 @@ SPLIT_STYLES = {
     "validation": {"color": "#5a5a5a", "marker": "^", "linestyle": "--"},
     "test": {"color": "#000000", "marker": "o", "linestyle": "-"},
 }
-FRONTEND_MARKERS = {"pca": ("*", "PCA inputs"), "forest_pixels": ("D", "forest-chosen pixels")}
 IMAGE_SIDE = 28
 
 
@@ -49,7 +53,7 @@ def figure_to_data_uri(fig: Figure, dpi: int = 100) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _as_images(images: np.ndarray) -> np.ndarray:
+def as_images(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 2 and images.shape[1] == IMAGE_SIDE * IMAGE_SIDE:
         images = images.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
@@ -60,7 +64,7 @@ def _as_images(images: np.ndarray) -> np.ndarray:
     return images
 
 
-def _tiles(ax, images: np.ndarray, ncols: int, captions: Sequence[str] | None = None,
+def draw_tiles(ax, images: np.ndarray, ncols: int, captions: Sequence[str] | None = None,
            caption_colors: Sequence[str] | None = None, frame_colors: Sequence[str | None] | None = None,
            cmap: str = "binary", vmin: float = 0.0, vmax: float = 1.0) -> int:
     """Draw images as one mosaic on `ax`, a caption above each tile and optional coloured frames.
@@ -97,7 +101,7 @@ def _tiles(ax, images: np.ndarray, ncols: int, captions: Sequence[str] | None = 
     return n
 
 
-def _tile_figsize(n: int, ncols: int, captions: bool, scale: float = 0.75) -> tuple[float, float]:
+def tile_figsize(n: int, ncols: int, captions: bool, scale: float = 0.75) -> tuple[float, float]:
     ncols = max(1, min(ncols, n)) if n else 1
     nrows = max(1, -(-n // ncols))
     height = (IMAGE_SIDE + 4 + (9 if captions else 0)) / (IMAGE_SIDE + 4)
@@ -127,7 +131,7 @@ def digit_grid(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray | N
                title: str = "Digits", ncols: int = 10) -> Figure:
     """Images with their labels; with `predicted`, each caption reads "predicted/true" and the wrong
     ones are framed and captioned in red."""
-    images = _as_images(images)
+    images = as_images(images)
     labels = np.asarray(labels)
     if predicted is None:
         captions = [str(int(t)) for t in labels]
@@ -140,28 +144,31 @@ def digit_grid(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray | N
         caption_colors = [WRONG if w else "black" for w in wrong]
         frames = [WRONG if w else None for w in wrong]
         title = f"{title} — {int(wrong.sum())} of {len(labels)} wrong (caption: predicted/true)"
-    fig = Figure(figsize=_tile_figsize(len(images), ncols, True), layout="constrained")
+    fig = Figure(figsize=tile_figsize(len(images), ncols, True), layout="constrained")
     ax = fig.add_subplot()
-    _tiles(ax, images, ncols, captions, caption_colors, frames)
+    draw_tiles(ax, images, ncols, captions, caption_colors, frames)
     ax.set_title(title, fontsize=10)
     return fig
 
 
 # ------------------------------------------------------------------------------------ accuracy
 
-def accuracy_vs_width(points: Sequence[Mapping], splits: Sequence[str] = ("train", "validation", "test")) -> Figure:
-    """Accuracy (percent) against hidden-layer width, log x axis, with the paper's figures overlaid.
+def accuracy_vs_width(points: Sequence[Mapping], splits: Sequence[str] = ("train", "validation", "test"),
+                      reference_label: str = "reference") -> Figure:
+    """Accuracy (percent) against hidden-layer width, log x axis, with reference figures overlaid.
 
     Parameters
     ----------
     points : one mapping per experiment with keys
-        ``label`` (str), ``width`` (int), ``kind`` ("raw", "pca" or "forest_pixels"),
+        ``label`` (str), ``width`` (int), ``kind`` (a front-end's kind: "raw", "pca", ...),
         ``ours`` {split: (mean, ci_low, ci_high)} (ci nan with one seed) and
         ``reference`` {split: percent or None}.
+    reference_label : whose the reference figures are, for the legend (e.g. "paper"); the hollow
+        reference markers and their legend entry appear only when some point has a reference.
 
-    Raw-pixel experiments form one line per split; the other front-ends are separate markers,
-    nudged sideways so that they do not hide the raw-pixel network of the same width. The right
-    panel zooms on the top of the range, where most networks are.
+    Each front-end's `plot_marker` says how: raw-pixel experiments form one line per split; the
+    other front-ends are separate markers, nudged sideways so that they do not hide the raw-pixel
+    network of the same width. The right panel zooms on the top of the range, where most networks are.
     """
     from matplotlib.lines import Line2D
 
@@ -182,27 +189,45 @@ def accuracy_vs_width(points: Sequence[Mapping], splits: Sequence[str] = ("train
             ax.set_title("all networks")
     handles = [Line2D([], [], color=SPLIT_STYLES[s]["color"], linestyle=SPLIT_STYLES[s]["linestyle"],
                       marker=SPLIT_STYLES[s]["marker"], label=s) for s in splits]
-    handles += [Line2D([], [], color="black", marker="o", linestyle="none", label="ours (filled; bars: 95% CI)"),
-                Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="none",
-                       label="paper (hollow)")]
-    handles += [Line2D([], [], color="black", marker=m, linestyle="none", markersize=9, label=name)
-                for kind, (m, name) in FRONTEND_MARKERS.items() if any(p["kind"] == kind for p in points)]
+    handles.append(Line2D([], [], color="black", marker="o", linestyle="none", label="ours (filled; bars: 95% CI)"))
+    if any(value is not None for p in points for value in (p.get("reference") or {}).values()):
+        handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="none",
+                              label=f"{reference_label} (hollow)"))
+    handles += [Line2D([], [], color="black", marker=m.symbol, linestyle="none", markersize=9, label=m.label)
+                for m in plot_markers(points).values() if m.symbol is not None]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
     fig.suptitle("Accuracy against hidden-layer width")
     return fig
 
 
+# How the page's text shows each matplotlib marker (a marker without one is named in words).
+MARKER_GLYPHS = {"*": "★", "D": "◆", "d": "◆", "P": "✚", "X": "✖", "x": "×", "+": "+", "s": "■", "o": "●",
+                 "^": "▲", "v": "▼", "<": "◀", ">": "▶", "p": "⬟", "h": "⬢", "H": "⬣", "8": "⯃"}
+
+
+def marker_glyph(symbol: str) -> str:
+    return MARKER_GLYPHS.get(symbol, f"marker “{symbol}”")
+
+
+def plot_markers(points: Sequence[Mapping]) -> dict[str, PlotMarker]:
+    """The marker of each front-end kind among `points`, in the registry's order (a kind no longer
+    registered, from an old run, gets a plain cross)."""
+    kinds = [k for k in FRONTENDS if any(p["kind"] == k for p in points)]
+    kinds += sorted({p["kind"] for p in points} - set(FRONTENDS))
+    return {k: FRONTENDS[k].plot_marker if k in FRONTENDS else PlotMarker("X", k) for k in kinds}
+
+
 def _draw_width(ax, points: Sequence[Mapping], splits: Sequence[str]) -> None:
-    nudge = {"raw": 1.0, "pca": 1.12, "forest_pixels": 0.89}
+    markers = plot_markers(points)
     for split in splits:
         style = SPLIT_STYLES[split]
-        for kind in ("raw", *FRONTEND_MARKERS):
+        for kind, plot_marker in markers.items():
             rows = sorted([p for p in points if p["kind"] == kind and split in p["ours"]], key=lambda p: p["width"])
             if not rows:
                 continue
-            is_raw = kind == "raw"
-            marker = style["marker"] if is_raw else FRONTEND_MARKERS[kind][0]
-            x = np.array([p["width"] for p in rows], dtype=float) * nudge.get(kind, 1.0)
+            is_raw = plot_marker.symbol is None  # the baseline, joined by one line per split
+            marker = style["marker"] if is_raw else plot_marker.symbol
+            x = np.array([p["width"] for p in rows], dtype=float) * plot_marker.nudge
             mean = np.array([p["ours"][split][0] for p in rows], dtype=float)
             low = np.array([p["ours"][split][1] for p in rows], dtype=float)
             high = np.array([p["ours"][split][2] for p in rows], dtype=float)
@@ -255,7 +280,8 @@ def confusion_heatmap(confusion: np.ndarray, title: str = "Confusion matrix") ->
 
 def training_curves(history: Mapping[str, Sequence[float]], title: str = "Training",
                     best_epoch: int | None = None) -> Figure:
-    """Accuracy and loss per epoch, training and validation (Keras' history names)."""
+    """Accuracy and loss per epoch, training and validation (keys as Keras names them: "loss",
+    "accuracy", "val_loss", "val_accuracy")."""
     fig = Figure(figsize=(11, 3.8), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, key, name in ((axes[0], "accuracy", "accuracy"), (axes[1], "loss", "loss")):
@@ -312,10 +338,11 @@ def probability_table(proba: np.ndarray, labels: np.ndarray, title: str = "Class
 
 def confused_pair(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, a: int, b: int,
                   limit: int = 25, title: str | None = None) -> Figure:
-    """The paper's Appendix C: up to `limit` test images each of a as a, a as b, b as a, b as b."""
+    """The most confused pair a, b: up to `limit` test images each of a as a, a as b, b as a, b as b
+    (the paper's Appendix C)."""
     from mnist_study.report.analysis import confusion_examples
 
-    images = _as_images(images)
+    images = as_images(images)
     groups = confusion_examples(labels, predicted, a, b, limit)
     fig = Figure(figsize=(9, 9.4), layout="constrained")
     axes = fig.subplots(2, 2)
@@ -324,210 +351,11 @@ def confused_pair(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
         index = groups[(t, p)]
         wrong = t != p
         frames = [WRONG] * len(index) if wrong else None
-        _tiles(ax, images[index], side, frame_colors=frames)
+        draw_tiles(ax, images[index], side, frame_colors=frames)
         total = int(((np.asarray(labels) == t) & (np.asarray(predicted) == p)).sum())
         ax.set_title(f"true {t}, predicted {p} ({len(index)} of {total})",
                      color=WRONG if wrong else "black", fontsize=10)
         if len(index) == 0:
             ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", va="center", color="#777777")
     fig.suptitle(title or f"Most confused pair: {a} and {b}")
-    return fig
-
-
-# -------------------------------------------------------------------------------- activations
-
-def activation_boxplot(activation: np.ndarray, labels: np.ndarray, title: str = "Activation of the hidden node") -> Figure:
-    """One node's activation per digit: a box per digit, plus each digit's full min-max range."""
-    activation = np.asarray(activation, dtype=float).ravel()
-    labels = np.asarray(labels)
-    groups = [activation[labels == d] for d in DIGITS]
-    fig = Figure(figsize=(10, 5), layout="constrained")
-    ax = fig.add_subplot()
-    present = [d for d in DIGITS if len(groups[d])]
-    boxes = ax.boxplot([groups[d] for d in present], positions=present, widths=0.5, patch_artist=True,
-                       showfliers=False, medianprops={"color": "black"})
-    for d, box in zip(present, boxes["boxes"]):
-        box.set_facecolor(DIGIT_COLORS[d])
-        box.set_alpha(0.85)
-    ranges = {}
-    for d in present:
-        low, high = groups[d].min(), groups[d].max()
-        ranges[d] = f"\n[{low:.2f}, {high:.2f}]"
-        ax.vlines(d + 0.38, low, high, color=DIGIT_COLORS[d], linewidth=2)
-        ax.hlines([low, high], d + 0.31, d + 0.45, color=DIGIT_COLORS[d], linewidth=2)
-    ax.plot([], [], color="#555555", linewidth=2, label="min–max range (bar beside each box)")
-    ax.set_xticks(DIGITS, [f"{d}{ranges.get(d, '')}" for d in DIGITS], fontsize=8)
-    ax.set_xlabel("true digit [min, max activation]")
-    ax.set_ylabel("activation (ReLU output)")
-    ax.set_title(title + " (box: quartiles, whiskers 1.5 IQR)")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(True, axis="y", alpha=0.3)
-    return fig
-
-
-def _scatter_by_digit(ax, xy: np.ndarray, labels: np.ndarray, size: float, alpha: float) -> None:
-    """One scatter in a seeded random order, so no digit is systematically drawn over another,
-    plus one legend entry per digit present."""
-    order = np.random.default_rng(0).permutation(len(labels))
-    colors = np.array(DIGIT_COLORS)[labels[order].astype(int)]
-    ax.scatter(xy[order, 0], xy[order, 1], s=size, c=colors, alpha=alpha, linewidths=0, rasterized=True)
-    for d in DIGITS:
-        if (labels == d).any():
-            ax.scatter([], [], s=30, color=DIGIT_COLORS[d], label=str(d))
-
-
-def activation_scatter(hidden: np.ndarray, labels: np.ndarray, title: str = "Activations of the two hidden nodes") -> Figure:
-    """Two nodes' activations against each other, one colour per digit."""
-    hidden = np.asarray(hidden, dtype=float)
-    labels = np.asarray(labels)
-    fig = Figure(figsize=(8.5, 6.5), layout="constrained")
-    ax = fig.add_subplot()
-    _scatter_by_digit(ax, hidden, labels, 2 if len(labels) > 5000 else 8, 0.5)
-    ax.set_xlabel("activation of node 0")
-    ax.set_ylabel("activation of node 1")
-    ax.set_title(title)
-    ax.legend(title="digit", fontsize=8, loc="upper right")
-    return fig
-
-
-def tsne_map(embedding: np.ndarray, labels: np.ndarray, images: np.ndarray | None = None,
-             title: str = "t-SNE map of hidden activations", min_distance: float = 0.1,
-             max_thumbnails: int = 80) -> Figure:
-    """A t-SNE map coloured by digit, with digit thumbnails placed where the map is sparse.
-
-    Like the notebook, the map is scaled to [0, 1] and points are visited in order; a thumbnail
-    (framed in its digit's colour) goes at a point farther than `min_distance` from every thumbnail
-    placed so far, which spreads them over the map instead of stacking them in dense clusters.
-    """
-    xy = np.asarray(embedding, dtype=float)
-    labels = np.asarray(labels)
-    span = xy.max(0) - xy.min(0)
-    xy = (xy - xy.min(0)) / np.where(span > 0, span, 1)
-    fig = Figure(figsize=(9, 7), layout="constrained")
-    ax = fig.add_subplot()
-    _scatter_by_digit(ax, xy, labels, 3 if len(labels) > 5000 else 10, 0.8)
-    if images is not None:
-        images = _as_images(images)
-        for index in place_thumbnails(xy, min_distance, max_thumbnails):
-            box = AnnotationBbox(OffsetImage(images[index], cmap="binary", zoom=0.9), xy[index], pad=0.15,
-                                 bboxprops={"edgecolor": DIGIT_COLORS[int(labels[index])], "lw": 2})
-            ax.add_artist(box)
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("t-SNE 1 (scaled)")
-    ax.set_ylabel("t-SNE 2 (scaled)")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title)
-    ax.legend(title="digit", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return fig
-
-
-def place_thumbnails(xy: np.ndarray, min_distance: float, limit: int) -> list[int]:
-    """Greedy choice of points (in order) each at least `min_distance` from those already chosen."""
-    chosen: list[int] = []
-    placed = np.empty((0, 2))
-    for index, position in enumerate(np.asarray(xy, dtype=float)):
-        if len(chosen) >= limit:
-            break
-        if len(placed) == 0 or np.min(np.sum((placed - position) ** 2, axis=1)) > min_distance ** 2:
-            chosen.append(index)
-            placed = np.vstack([placed, position])
-    return chosen
-
-
-def pattern_grid(patterns: np.ndarray, nodes: Sequence[int], predicted: Sequence[int],
-                 title: str = "Patterns that maximise each hidden node", ncols: int = 10) -> Figure:
-    """Activation-maximisation patterns (K, 784), each captioned "node i → digit d" with the digit
-    the network assigns it, the caption in that digit's colour."""
-    images = _as_images(patterns)
-    captions = [f"{int(n)}→{int(d)}" for n, d in zip(nodes, predicted)]
-    colors = [DIGIT_COLORS[int(d)] for d in predicted]
-    figsize = _tile_figsize(len(images), ncols, True, scale=0.95)
-    fig = Figure(figsize=figsize, layout="constrained")
-    ax = fig.add_subplot()
-    _tiles(ax, images, ncols, captions, colors)
-    ax.set_title(title + "\n(caption: node → digit the network calls the pattern)", fontsize=10)
-    return fig
-
-
-# ---------------------------------------------------------------------------------- front-ends
-
-def forest_importance(importances: np.ndarray, title: str = "Random-forest pixel importance") -> Figure:
-    """Pixel importances (784,) as a 28 x 28 heatmap (the notebook's `cmap=hot`)."""
-    imp = np.asarray(importances, dtype=float).reshape(IMAGE_SIDE, IMAGE_SIDE)
-    fig = Figure(figsize=(5.6, 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(imp, cmap="hot", interpolation="nearest")
-    bar = fig.colorbar(image, ax=ax, ticks=[imp.min(), imp.max()])
-    bar.ax.set_yticklabels(["not important", "very important"])
-    ax.set_xlabel("column")
-    ax.set_ylabel("row")
-    ax.set_title(title)
-    return fig
-
-
-def chosen_pixels(image: np.ndarray, pixels: Sequence[int], title: str | None = None,
-                  transposed: bool = False) -> Figure:
-    """The chosen pixels (flat indices into 784) drawn over a digit at their (row, column).
-
-    A flat index n sits at row n // 28, column n % 28, i.e. at x = column, y = row on the image.
-    `transposed=True` reproduces the notebook's plot, which scatters (row, column) as (x, y) and so
-    draws every pixel mirrored across the diagonal.
-    """
-    pixels = np.asarray(pixels, dtype=np.int64)
-    rows, cols = np.divmod(pixels, IMAGE_SIDE)
-    fig = Figure(figsize=(4.8, 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    ax.imshow(_as_images(np.asarray(image).reshape(1, -1))[0], cmap="binary", interpolation="nearest")
-    x, y = (rows, cols) if transposed else (cols, rows)
-    ax.scatter(x, y, color=WRONG, s=18, label=f"{len(pixels)} chosen pixels")
-    ax.set_xlim(-0.5, IMAGE_SIDE - 0.5)
-    ax.set_ylim(IMAGE_SIDE - 0.5, -0.5)
-    ax.set_xlabel("column")
-    ax.set_ylabel("row")
-    default = ("as the notebook draws them (row and column swapped)" if transposed
-               else "at their true positions")
-    ax.set_title(title or f"Chosen pixels {default}", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
-    return fig
-
-
-def pca_variance(ratios: np.ndarray, n_components: int, threshold: float = 0.95,
-                 title: str = "PCA: cumulative explained variance") -> Figure:
-    """Cumulative explained variance against the number of components, with the threshold line
-    and the number of components the front-end keeps."""
-    cumulative = np.cumsum(np.asarray(ratios, dtype=float))
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(np.arange(1, len(cumulative) + 1), cumulative, color="black", label="cumulative explained variance")
-    ax.axhline(threshold, color=WRONG, linestyle="--", linewidth=1, label=f"{threshold:.0%} of the variance")
-    ax.axvline(n_components, color="#1f77b4", linestyle=":", linewidth=1.5,
-               label=f"{n_components} components kept")
-    ax.annotate(f"{n_components} components", (n_components, threshold), textcoords="offset points",
-                xytext=(10, -25), fontsize=9, arrowprops={"arrowstyle": "->", "color": "#555555"})
-    ax.set_xscale("log")
-    ax.set_xlabel("number of components (log scale)")
-    ax.set_ylabel("fraction of variance explained")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    return fig
-
-
-def pca_components(components: np.ndarray, n: int = 16, title: str = "First principal components") -> Figure:
-    """The first `n` principal axes (K, 784) as 28 x 28 images (red positive, blue negative)."""
-    comps = np.asarray(components, dtype=float)[:n].reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
-    ncols = int(np.ceil(np.sqrt(len(comps)))) or 1
-    nrows = int(np.ceil(len(comps) / ncols)) or 1
-    fig = Figure(figsize=(1.6 * ncols + 0.4, 1.7 * nrows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i < len(comps):
-            limit = np.abs(comps[i]).max() or 1.0
-            ax.imshow(comps[i], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-            ax.set_title(f"PC {i + 1}", fontsize=9)
-    fig.suptitle(title + " (red: positive, blue: negative)")
     return fig

@@ -20,7 +20,7 @@ from PIL import Image
 
 from mnist_study.errors import RunError
 from mnist_study.training.model import MLP
-from mnist_study.serving.preprocess import SIZE, preprocess
+from mnist_study.serving.preprocess import SIZE, ImageError, preprocess
 from mnist_study.results import RunResults, SeedResult, load_run
 from mnist_study.study import Experiment
 
@@ -28,31 +28,52 @@ from mnist_study.study import Experiment
 def as_inputs(x: Any) -> np.ndarray:
     """Network inputs (N, 784) float32 in [0, 1] from arrays or images.
 
-    Accepts numpy arrays (N, 784), (N, 28, 28), (784,) or (28, 28), either uint8 0-255 or float in
-    [0, 1], taken as MNIST-style already (white ink on black, centred); and PIL images or lists of
-    them, which go through `preprocess` (any size, either polarity).
+    Accepts numpy arrays (N, 784), (N, 28, 28), (784,) or (28, 28): integers 0-255 (any integer
+    dtype) or floats in [0, 1], taken as MNIST-style already (centred, 28 x 28). An image whose
+    border is light (dark ink on light paper) is inverted to MNIST's light ink on black, as files
+    are. PIL images, or lists of them, go through `preprocess` (any size, either polarity).
+
+    Raises `ImageError` (a ValueError) naming what is wrong: the shape, the dtype or the range.
     """
     if isinstance(x, Image.Image):
         return preprocess(x).reshape(1, -1)
     if isinstance(x, (list, tuple)) and x and all(isinstance(item, Image.Image) for item in x):
         return np.stack([preprocess(item).reshape(-1) for item in x])
     array = np.asarray(x)
-    if array.dtype == np.uint8:
+    if array.dtype.kind in "iu":
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ImageError(f"integer pixels must lie in 0-255, got {array.min()} to {array.max()}")
         array = array.astype(np.float32) / np.float32(255)
-    elif array.dtype.kind in "fiub":
+    elif array.dtype.kind in "fb":
         array = array.astype(np.float32)
-        if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 1):
-            raise ValueError("float inputs must lie in [0, 1] (pass uint8 for 0-255 pixels)")
+        if array.size and not np.isfinite(array).all():
+            raise ImageError("pixels must be finite numbers; the array holds NaN or infinity")
+        if array.size and (array.min() < 0 or array.max() > 1):
+            raise ImageError(f"float pixels must lie in [0, 1], got {array.min():g} to {array.max():g}; "
+                             "divide 0-255 values by 255, or pass them as integers")
     else:
-        raise TypeError(f"expected a numpy array or PIL image(s), got {type(x).__name__} of {array.dtype}")
+        raise ImageError(f"expected a numpy array or PIL image(s), got {type(x).__name__} of {array.dtype}")
+    images = _as_images(array)
+    light = np.median(_border(images), axis=1) > 0.5  # paper, not ink, at the edges: dark on light
+    images[light] = 1.0 - images[light]
+    return images.reshape(len(images), SIZE * SIZE)
+
+
+def _as_images(array: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) float32 from any accepted shape."""
     pixels = SIZE * SIZE
     if array.shape in ((pixels,), (SIZE, SIZE)):
-        return array.reshape(1, pixels)
+        return array.reshape(1, SIZE, SIZE).copy()
     if array.ndim == 2 and array.shape[1] == pixels:
-        return array
+        return array.reshape(len(array), SIZE, SIZE).copy()
     if array.ndim == 3 and array.shape[1:] == (SIZE, SIZE):
-        return array.reshape(len(array), pixels)
-    raise ValueError(f"expected inputs of shape (N, 784), (N, 28, 28), (784,) or (28, 28), got {array.shape}")
+        return array.copy()
+    raise ImageError(f"expected inputs of shape (N, 784), (N, 28, 28), (784,) or (28, 28), got {array.shape}")
+
+
+def _border(images: np.ndarray) -> np.ndarray:
+    """The outermost ring of pixels of each image (N, 28, 28) -> (N, 108)."""
+    return np.concatenate([images[:, 0], images[:, -1], images[:, 1:-1, 0], images[:, 1:-1, -1]], axis=1)
 
 
 @dataclass
@@ -117,7 +138,7 @@ def best_experiment(run: RunResults) -> str:
     """The experiment with the highest mean validation accuracy over its finished seeds."""
     scored = [(mean_validation_accuracy(run.results(e.name)), e.name) for e in run.experiments if run.results(e.name)]
     if not scored:
-        raise RunError(f"{run.path} holds no finished network yet; finish it with `mnist-study resume {run.path}`")
+        raise RunError(f"{run.path} holds no finished network yet; finish it with `mnist-study run --resume {run.path}`")
     return max(scored, key=lambda item: item[0])[1]  # first of equals, in study order
 
 
@@ -161,9 +182,3 @@ def load_classifier(run_dir: str | Path, experiment: str | None = None, seed: in
         When the run, the experiment or the seed is missing; the message lists what there is.
     """
     return classifier_from_run(load_run(run_dir), experiment, seed)
-
-
-def load_classifiers(run_dir: str | Path) -> dict[str, DigitClassifier]:
-    """One classifier per experiment that has a finished seed, in study order."""
-    run = load_run(run_dir)
-    return {e.name: classifier_from_run(run, e.name) for e in run.experiments if run.results(e.name)}

@@ -25,10 +25,12 @@ from typing import Iterable
 import numpy as np
 
 from mnist_study.serving.classifier import DigitClassifier, load_classifier
+from mnist_study.errors import OptionError
 from mnist_study.files import atomic_path
 from mnist_study.serving.preprocess import IMAGE_EXTENSIONS, ImageError, preprocess, to_png
 
 FORMATS = ("table", "csv", "json")
+MIN_CONFIDENCE = 0.5  # below this probability for its digit, a prediction is flagged as uncertain
 
 
 @dataclass
@@ -36,10 +38,12 @@ class Prediction:
     """One file's result: the digit and all ten probabilities, or why there are none."""
 
     file: str
+    model: str = ""  # the network that answered: "<experiment> seed <k>"
     digit: int | None = None
     probabilities: list[float] | None = None  # 10 values summing to 1
     error: str | None = None
     shown_input: str | None = None  # where the 28x28 image the network saw was saved
+    min_confidence: float = MIN_CONFIDENCE
 
     @property
     def ok(self) -> bool:
@@ -49,9 +53,15 @@ class Prediction:
     def confidence(self) -> float | None:
         return None if self.probabilities is None else self.probabilities[self.digit]
 
+    @property
+    def uncertain(self) -> bool:
+        """The network's probability for its answer is below `min_confidence`: do not trust it blindly."""
+        return self.confidence is not None and self.confidence < self.min_confidence
+
     def as_dict(self) -> dict:
-        return {"file": self.file, "digit": self.digit, "confidence": self.confidence,
-                "probabilities": self.probabilities, "error": self.error, "shown_input": self.shown_input}
+        return {"file": self.file, "model": self.model, "digit": self.digit, "confidence": self.confidence,
+                "uncertain": self.uncertain if self.ok else None, "probabilities": self.probabilities,
+                "error": self.error, "shown_input": self.shown_input}
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -77,10 +87,11 @@ def _unique_png_name(path: Path, taken: set[str]) -> str:
 
 
 def predict_with(classifier: DigitClassifier, paths: Iterable[str | Path],
-                 show_input: str | Path | None = None) -> list[Prediction]:
+                 show_input: str | Path | None = None, min_confidence: float = MIN_CONFIDENCE) -> list[Prediction]:
     """`predict_files` with a classifier already loaded."""
     files = expand_paths(paths)
-    rows = [Prediction(file=str(f)) for f in files]
+    model = f"{classifier.name} seed {classifier.seed}"
+    rows = [Prediction(file=str(f), model=model, min_confidence=min_confidence) for f in files]
     inputs: list[np.ndarray] = []
     good: list[int] = []
     for i, path in enumerate(files):
@@ -107,7 +118,8 @@ def predict_with(classifier: DigitClassifier, paths: Iterable[str | Path],
 
 
 def predict_files(run_dir: str | Path, paths: Iterable[str | Path], experiment: str | None = None,
-                  show_input: str | Path | None = None, seed: int | None = None) -> list[Prediction]:
+                  show_input: str | Path | None = None, seed: int | None = None,
+                  min_confidence: float = MIN_CONFIDENCE) -> list[Prediction]:
     """Classify image files (and the images in folders) with a network of `run_dir`.
 
     Parameters
@@ -115,36 +127,42 @@ def predict_files(run_dir: str | Path, paths: Iterable[str | Path], experiment: 
     run_dir : a run directory; experiment, seed : which network (default: best on validation).
     paths : files and folders.
     show_input : folder to save, as `<file stem>.png`, the 28x28 image the network saw.
+    min_confidence : predictions whose probability is below this are flagged `uncertain`.
 
     Returns
     -------
     One `Prediction` per file, in order; unreadable files carry `error` instead of a digit.
     """
-    return predict_with(load_classifier(run_dir, experiment, seed), paths, show_input)
+    return predict_with(load_classifier(run_dir, experiment, seed), paths, show_input, min_confidence)
 
 
 def render(predictions: list[Prediction], fmt: str = "table") -> str:
-    """The rows as a Rich table (plain text), CSV (file, digit, p0..p9, error) or JSON (a list)."""
+    """The rows as a Rich table (plain text), CSV (file, model, digit, uncertain, p0..p9, error) or
+    JSON (a list); every format names the network that answered, and ends with a newline."""
     if fmt == "json":
-        return json.dumps([p.as_dict() for p in predictions], indent=2)
+        return json.dumps([p.as_dict() for p in predictions], indent=2) + "\n"
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["file", "digit", *(f"p{d}" for d in range(10)), "error"])
+        writer.writerow(["file", "model", "digit", "uncertain", *(f"p{d}" for d in range(10)), "error"])
         for p in predictions:
             probs = [f"{v:.6f}" for v in p.probabilities] if p.probabilities else [""] * 10
-            writer.writerow([p.file, "" if p.digit is None else p.digit, *probs, p.error or ""])
+            writer.writerow([p.file, p.model, "" if p.digit is None else p.digit, "" if not p.ok else int(p.uncertain),
+                             *probs, p.error or ""])
         return buffer.getvalue()
     if fmt == "table":
         return _table(predictions)
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    raise OptionError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
 def as_table(predictions: list[Prediction]):
     """A Rich table of the readable files: file, digit, and each digit's probability in percent."""
     from rich.table import Table
 
-    table = Table(show_edge=False, header_style="bold", caption="probability of each digit, %  (. below 0.5)")
+    model = next((p.model for p in predictions if p.model), "")
+    threshold = next((p.min_confidence for p in predictions), MIN_CONFIDENCE)
+    table = Table(show_edge=False, header_style="bold", title=f"network: {model}" if model else None,
+                  caption=f"probability of each digit, %  (. below 0.5; ? = below {threshold:.0%} for its answer)")
     table.add_column("file", overflow="fold")
     table.add_column("digit", justify="center")
     for d in range(10):
@@ -153,7 +171,7 @@ def as_table(predictions: list[Prediction]):
         if p.ok:
             cells = [f"[bold]{100 * v:.0f}[/bold]" if d == p.digit else ("." if v < 0.005 else f"{100 * v:.0f}")
                      for d, v in enumerate(p.probabilities)]
-            table.add_row(p.file, f"[bold]{p.digit}[/bold]", *cells)
+            table.add_row(p.file, f"[bold]{p.digit}[/bold]" + ("?" if p.uncertain else ""), *cells)
     return table
 
 

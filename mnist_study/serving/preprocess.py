@@ -32,7 +32,10 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-SIZE = 28  # side of the network's input
+from mnist_study.data.digits import IMAGE_SIDE
+from mnist_study.errors import UserError
+
+SIZE = IMAGE_SIDE  # side of the network's input
 BOX = 20  # side of the box the digit is scaled to fit
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column, index coordinates)
 INK_THRESHOLD = 0.2  # fraction of full ink below which a pixel counts as paper for the bounding box
@@ -43,7 +46,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 ImageSource = Union[Image.Image, np.ndarray, str, Path, bytes, bytearray]
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """A file or upload cannot be used as a digit image: not an image, unreadable, or too large."""
 
 
@@ -162,6 +165,28 @@ def _border(grey: np.ndarray) -> np.ndarray:
     return np.concatenate([grey[:k].ravel(), grey[-k:].ravel(), grey[:, :k].ravel(), grey[:, -k:].ravel()])
 
 
+def paper_surface(grey: np.ndarray, keep: float = 0.6, rounds: int = 3) -> np.ndarray:
+    """The paper's brightness at every pixel (H, W): a plane fitted to the paper, not the ink.
+
+    A photo's paper is rarely even: a shadow or the light's falloff makes a gradient, which a
+    single paper level would leave in as "ink" and the crop would take whole. Ink covers a small
+    part of the page, so a least-squares plane refitted, a few times, to the `keep` fraction of
+    pixels closest to it lands on the paper. (On MNIST's black ground it is the flat 0.)
+    """
+    h, w = grey.shape
+    step = max(1, int(np.sqrt(h * w / 40_000)))  # fit on ~40,000 pixels of a large photo
+    rows, cols = np.mgrid[0:h:step, 0:w:step]
+    values = grey[::step, ::step].ravel().astype(np.float64)
+    design = np.column_stack([np.ones(values.size), rows.ravel() / h, cols.ravel() / w])
+    chosen = np.ones(values.size, bool)
+    for _ in range(rounds):
+        coef, *_ = np.linalg.lstsq(design[chosen], values[chosen], rcond=None)
+        distance = np.abs(values - design @ coef)
+        chosen = distance <= np.quantile(distance, keep)
+    full_rows, full_cols = np.mgrid[0:h, 0:w]
+    return (coef[0] + coef[1] * full_rows / h + coef[2] * full_cols / w).astype(np.float32)
+
+
 def majority_3x3(mask: np.ndarray) -> np.ndarray:
     """A 3x3 median filter of a boolean mask: True where at least 5 of the 9 pixels are (edges padded False)."""
     padded = np.pad(mask, 1).astype(np.uint8)
@@ -222,16 +247,13 @@ def preprocess(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     paper = float(np.median(_border(grey)))
     if paper > 0.5:  # light paper, dark ink: invert so that ink is bright as in MNIST
         grey, paper = 1.0 - grey, 1.0 - paper
-    ink = np.clip(grey - paper, 0, None)
+    ink = np.clip(grey - paper_surface(grey), 0, None)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise NoDigitError(f"{_describe(source)}: no digit found, the image is blank "
                            f"(no pixel stands {MIN_CONTRAST:.0%} away from the paper)")
     ink /= peak
-    box = ink_bounding_box(ink)
-    if box is None:  # unreachable after the contrast check (the peak pixel is ink), kept for safety
-        raise NoDigitError(f"{_describe(source)}: no digit found")
-    top, bottom, left, right = box
+    top, bottom, left, right = ink_bounding_box(ink)  # never None here: the peak pixel is 1.0
     crop = np.where(ink[top:bottom, left:right] > INK_THRESHOLD / 2, ink[top:bottom, left:right], 0)
 
     height, width = crop.shape

@@ -17,9 +17,11 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
+from mnist_study.data.splits import SPLITS
+from mnist_study.errors import UserError
 
-class CheckSyntaxError(ValueError):
+
+class CheckSyntaxError(UserError, ValueError):
     """A check string that does not follow the grammar in the module docstring."""
 
 

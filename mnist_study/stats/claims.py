@@ -51,6 +51,7 @@ from typing import Literal
 
 import pydantic
 
+from mnist_study.errors import OptionError
 from mnist_study.stats import inference as stats
 from mnist_study.stats.checks import Check, CheckSyntaxError, Term, parse_check  # noqa: F401 (re-exported)
 
@@ -68,12 +69,13 @@ class Claim(pydantic.BaseModel):
     ``>=``, ``<=`` and ``~`` checks that do not give their own ``within``.
     """
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    name: str = pydantic.Field(min_length=1)
-    text: str
-    checks: list[str] = pydantic.Field(min_length=1)
-    margin: float = pydantic.Field(default=0.5, ge=0)
+    name: str = pydantic.Field(min_length=1, description="a short identifier for tables")
+    text: str = pydantic.Field(description="the claim as a sentence")
+    checks: list[str] = pydantic.Field(min_length=1, description="comparisons that must all hold (grammar below)")
+    margin: float = pydantic.Field(default=0.5, ge=0, description="percentage points: the margin of >=, <= "
+                                                                  "and ~ checks that give no `within`")
 
     @pydantic.field_validator("checks")
     @classmethod
@@ -218,9 +220,9 @@ def evaluate_claims(
     ValueError : a check names an unknown experiment, or a split with no entry in ``values``.
     """
     if method not in ("welch", "bootstrap"):
-        raise ValueError(f"method must be 'welch' or 'bootstrap', got {method!r}")
+        raise OptionError(f"method must be 'welch' or 'bootstrap', got {method!r}")
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+        raise OptionError(f"alpha must lie in (0, 1), got {alpha!r}")
     validate_claim_experiments(claims, (exp for exp, _ in values))
     confidence = 1 - alpha
 

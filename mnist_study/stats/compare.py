@@ -17,6 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from mnist_study.errors import OptionError
 from mnist_study.stats import inference as stats
 
 ComparisonVerdict = Literal["A higher", "B higher", "no detectable difference", "needs ≥ 2 seeds"]
@@ -73,9 +74,9 @@ def compare_values(
     out; compare the key sets beforehand if that matters.
     """
     if method not in ("welch", "bootstrap"):
-        raise ValueError(f"method must be 'welch' or 'bootstrap', got {method!r}")
+        raise OptionError(f"method must be 'welch' or 'bootstrap', got {method!r}")
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+        raise OptionError(f"alpha must lie in (0, 1), got {alpha!r}")
     confidence = 1 - alpha
     keys = [k for k in a if k in b and (splits is None or k[1] in splits)]
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
+from mnist_study.data.digits import DIGITS
 from mnist_study.training.model import MLP
 
-DIGITS = list(range(10))
 
 
 @dataclass
@@ -47,7 +47,7 @@ def evaluate(model: MLP, splits: dict[str, tuple[np.ndarray, np.ndarray]], l2: f
     return Evaluation(
         accuracy=accuracy,
         loss=loss,
-        confusion=confusion_matrix(y_test, predicted, labels=DIGITS).astype(np.int64),
-        report=classification_report(y_test, predicted, labels=DIGITS, output_dict=True, zero_division=0),
+        confusion=confusion_matrix(y_test, predicted, labels=list(DIGITS)).astype(np.int64),
+        report=classification_report(y_test, predicted, labels=list(DIGITS), output_dict=True, zero_division=0),
         test_proba=test_proba.astype(np.float32),
     )

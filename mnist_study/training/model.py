@@ -4,6 +4,11 @@ Parameters are plain tensors in a dict, Keras-style kernels of shape (inputs, ou
 stack of S independently initialised networks is the same dict with a leading seed axis:
 
     hidden.kernel (S, D, H)   hidden.bias (S, 1, H)   output.kernel (S, H, C)   output.bias (S, 1, C)
+
+Models are registered by name in MODELS. A model class names its parameters (`param_names`),
+initialises one network (`init_params(n_inputs, hidden, seed)`), and, built from trained
+parameters, is the network for inference; the trainer finds it with `model_class(name)`. The
+hand-written eager step and the compiled epoch in trainer.py are the "mlp"'s.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from mnist_study.errors import RunError
 
 PARAM_NAMES = ("hidden.kernel", "hidden.bias", "output.kernel", "output.bias")
 N_CLASSES = 10
@@ -56,7 +63,10 @@ def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Ten
 
 
 class MLP:
-    """A trained network for inference: numpy in, numpy out."""
+    """The one-hidden-layer network; built from trained parameters, it serves inference: numpy in, numpy out."""
+
+    param_names = PARAM_NAMES
+    init_params = staticmethod(init_params)
 
     def __init__(self, params: dict[str, torch.Tensor]):
         self.params = {name: params[name].detach().cpu().float() for name in PARAM_NAMES}
@@ -102,5 +112,16 @@ class MLP:
         tensors = load_file(str(path))
         missing = [name for name in PARAM_NAMES if name not in tensors]
         if missing:
-            raise ValueError(f"{path} is not a saved network: it lacks {', '.join(missing)}")
+            raise RunError(f"{path} is not a saved network: it lacks {', '.join(missing)}; "
+                           f"delete its seed folder and finish the run with `mnist-study run --resume RUN_DIR`")
         return cls(tensors)
+
+
+MODELS: dict[str, type] = {"mlp": MLP}
+
+
+def model_class(name: str) -> type:
+    """The model registered as `name` in MODELS."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    return MODELS[name]

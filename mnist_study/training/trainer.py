@@ -2,10 +2,11 @@
 
 On the CPU a whole epoch runs in one call of the compiled kernel in kernels/fused_epoch.cpp (see
 fused.py): no per-step overhead, products over just the batch's non-zero pixels, RMSprop in one pass
-per parameter. Elsewhere (CUDA), or where the kernel cannot be built, the eager step below runs:
-written by hand (forward, analytic gradients, foreach RMSprop) instead of autograd, because for a
-network this small per-operation overhead dominates. `reference_train_epoch` is the plain autograd +
-torch.optim.RMSprop version that the tests hold both fast paths to.
+per parameter; `use_fused=True` insists on it (an error where it cannot be had), None (the default)
+takes it where it can be had, False never. Elsewhere (CUDA), or without the kernel, the eager step
+below runs: written by hand (forward, analytic gradients, foreach RMSprop) instead of autograd,
+because for a network this small per-operation overhead dominates. `reference_train_epoch` is the
+plain autograd + torch.optim.RMSprop version that the tests hold both fast paths to.
 
 Protocol (Keras `model.fit` with the paper's callbacks):
 - batches of 32 from a fresh permutation each epoch, the last batch smaller;
@@ -27,8 +28,8 @@ from typing import Callable
 import torch
 
 from mnist_study.training import fused
-from mnist_study.training.model import PARAM_NAMES, init_params, stack_params, unstack_params
-from mnist_study.training.optimizers import KerasRMSprop, RMSpropConfig
+from mnist_study.training.model import PARAM_NAMES, model_class, stack_params, unstack_params
+from mnist_study.training.optimizers import RMSpropConfig, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class TrainConfig:
     patience: int = 2
     keep: str = "best_val_loss"  # or "final"
     batch_size: int = 32
-    optimizer: RMSpropConfig = RMSpropConfig()
+    optimizer: RMSpropConfig = RMSpropConfig()  # its `kind` names it in optimizers.OPTIMIZERS
+    model: str = "mlp"  # a name in model.MODELS
 
 
 @dataclass
@@ -131,15 +133,27 @@ class StackedTrainer:
                  use_fused: bool | None = None):
         self.config = config
         self.device = device
-        # The compiled CPU epoch unless told otherwise (None: use it when it can be had).
-        self.use_fused = device.type == "cpu" and (fused.enabled() if use_fused is None else use_fused)
+        self.kernel = self._fused_kernel(use_fused) if device.type == "cpu" else None  # CPU-only
+        self.use_fused = self.kernel is not None
         self._pixel_masks: tuple[torch.Tensor, torch.Tensor] | None = None
         self.states = [_SeedState(seed, torch.Generator().manual_seed(seed + 1_000_003)) for seed in seeds]
-        params = stack_params([init_params(n_inputs, config.hidden, seed) for seed in seeds])
+        model = model_class(config.model)
+        params = stack_params([model.init_params(n_inputs, config.hidden, seed) for seed in seeds])
         self.params = {k: v.to(device) for k, v in params.items()}
-        self.optimizer = KerasRMSprop([self.params[k] for k in PARAM_NAMES], config.optimizer)
+        self.optimizer = make_optimizer([self.params[k] for k in PARAM_NAMES], config.optimizer)
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         self._active = list(self.states)
+
+    def _fused_kernel(self, use_fused: bool | None) -> fused.Kernel | None:
+        """The compiled epoch where asked for (True: or an error) or wanted (None: where it can be had)."""
+        if use_fused is False:
+            return None
+        if (self.config.model, self.config.optimizer.kind) != ("mlp", "rmsprop"):
+            if use_fused:
+                raise ValueError("the fused training kernel trains the mlp with rmsprop only; "
+                                 f"not {self.config.model!r} with {self.config.optimizer.kind!r}")
+            return None
+        return fused.require() if use_fused else fused.load()
 
     @property
     def active(self) -> list[_SeedState]:
@@ -199,9 +213,8 @@ class StackedTrainer:
         active = self.active
         n_seeds, n, bs = len(active), len(train), self.config.batch_size
         perms = torch.stack([torch.randperm(n, generator=s.generator) for s in active]).to(self.device)
-        kernel = fused.load() if self.use_fused else None
-        if kernel is not None:
-            return self._fused_epoch(kernel, train, perms)
+        if self.kernel is not None:
+            return self._fused_epoch(train, perms)
         labels = train.y[perms].unsqueeze(-1)  # (S, N, 1), in each seed's order
         n_steps = (n + bs - 1) // bs
         picked = torch.empty(n_steps, n_seeds, bs, 1, device=self.device)
@@ -222,14 +235,15 @@ class StackedTrainer:
         correct = (flat_predicted == labels.squeeze(-1)).sum(1)
         return loss_sum / n, correct.double() / n
 
-    def _fused_epoch(self, kernel, train: Split, perms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fused_epoch(self, train: Split, perms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = train.x.contiguous(), train.y.long().contiguous()
         if self._pixel_masks is None or self._pixel_masks[0] is not train.x:
-            self._pixel_masks = (train.x, kernel.pixel_masks(x))  # once per training set
+            self._pixel_masks = (train.x, self.kernel.pixel_masks(x))  # once per training set
         c = self.config
-        loss_sum, correct = kernel.train_epoch(
-            x, self._pixel_masks[1], y, perms.contiguous(), [self.params[k] for k in PARAM_NAMES],
-            self.optimizer.velocity, c.batch_size, c.optimizer.lr, c.optimizer.rho, c.optimizer.epsilon, c.l2)
+        loss_sum, correct = self.kernel.train_epoch(
+            x=x, masks=self._pixel_masks[1], labels=y, perms=perms.contiguous(),
+            params=[self.params[k] for k in PARAM_NAMES], velocity=self.optimizer.velocity,
+            batch_size=c.batch_size, lr=c.optimizer.lr, rho=c.optimizer.rho, epsilon=c.optimizer.epsilon, l2=c.l2)
         return loss_sum / len(train), correct.double() / len(train)
 
     def end_epoch(self, epoch: int, train_metrics: tuple[torch.Tensor, torch.Tensor], validation: Split) -> None:

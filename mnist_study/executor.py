@@ -1,0 +1,219 @@
+"""Run tasks on N workers: the one place that owns parallel work and thread limits.
+
+    with make_executor(workers=2, on_event=print) as executor:
+        future = executor.submit(task)        # task: a picklable object with run(emit) -> result
+        done = executor.wait([future])        # delivers the workers' events to on_event meanwhile
+
+A task is a small frozen dataclass whose `run(emit)` does the work and returns a typed result;
+`emit(event)` sends a progress event (a plain dict) back to the caller's `on_event`. Two executors
+implement the same interface: `InProcessExecutor` runs each task at once in this process, and
+`ProcessExecutor` runs them in spawned worker processes. A distributed executor fits behind the same
+`submit` / `wait` / `close`.
+
+Every task computes on one thread, wherever it runs: BLAS sums in a different order with more
+threads, so results would depend on where a task ran, and at these sizes one thread per worker is
+also the fastest (two processes with two threads each on two cores run many times slower).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import sys
+import types
+from abc import ABC, abstractmethod
+from typing import Callable, Collection, Iterable, Iterator, Protocol, TypeVar
+
+EventFn = Callable[[dict], None]
+R = TypeVar("R")
+
+
+class Task(Protocol[R]):
+    """A unit of work that can travel to another process."""
+
+    def run(self, emit: EventFn) -> R: ...
+
+
+def default_workers() -> int:
+    """One single-threaded worker per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """PyTorch and every BLAS limited to one thread inside the block (t-SNE keeps its own threads)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _ignore(event: dict) -> None:
+    pass
+
+
+class Executor(ABC):
+    """Runs tasks, at most `workers` at a time, and forwards their events to `on_event`."""
+
+    def __init__(self, workers: int, on_event: EventFn | None = None):
+        self.workers = workers
+        self.on_event = on_event or _ignore
+
+    @abstractmethod
+    def submit(self, task: Task[R]) -> cf.Future:
+        """Start `task`; its future holds the result, or the task's exception."""
+
+    def wait(self, futures: Collection[cf.Future], timeout: float | None = 0.2) -> set[cf.Future]:
+        """The futures of `futures` that are done, waiting up to `timeout` s for the first one."""
+        done, _ = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        return done
+
+    def run_all(self, tasks: Iterable[Task[R]]) -> Iterator[tuple[Task[R], R]]:
+        """Run every task, at most `workers` at a time; yield (task, result) as each finishes."""
+        waiting = list(tasks)
+        running: dict[cf.Future, Task[R]] = {}
+        while waiting or running:
+            while waiting and len(running) < max(self.workers, 1):
+                task = waiting.pop(0)
+                running[self.submit(task)] = task
+            for future in self.wait(running):
+                task = running.pop(future)
+                yield task, future.result()
+
+    def close(self, cancel: bool = False) -> None:
+        """Wait for running tasks (or cancel those not started), and release the workers."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.close(cancel=error is not None)
+
+
+class InProcessExecutor(Executor):
+    """Runs each task to completion in this process when it is submitted."""
+
+    def __init__(self, on_event: EventFn | None = None):
+        super().__init__(1, on_event)
+
+    def submit(self, task: Task[R]) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            with single_threaded():
+                future.set_result(task.run(self.on_event))
+        except Exception as error:  # the caller sees it from future.result(), as from a worker
+            future.set_exception(error)
+        return future
+
+
+# ------------------------------------------------------------------------------ worker processes
+
+_worker_events = None  # in a worker process: the queue its events go back through
+_worker_thread_limits = None  # kept for the worker's lifetime
+
+
+def _init_worker(events, environment: dict[str, str]) -> None:
+    global _worker_events, _worker_thread_limits
+    _worker_events = events
+    os.environ.update(environment)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    _worker_thread_limits = threadpool_limits(1, user_api="blas")
+
+
+def _worker_emit(event: dict) -> None:
+    _worker_events.put(event)
+
+
+def _run_in_worker(task: Task[R]) -> R:
+    return task.run(_worker_emit)
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start worker processes without re-running the caller's script.
+
+    A spawned worker re-imports the parent's __main__ module, so a plain script that calls
+    `run_study(...)` at its top level would run again in every worker (and fail). Workers need
+    nothing from __main__ (tasks are defined in this package), so while they start, __main__
+    is a bare module that multiprocessing has nothing to re-import from.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+class ProcessExecutor(Executor):
+    """Runs tasks in `workers` spawned processes, one thread each.
+
+    Spawned, not forked: forking a process in which PyTorch has started threads can deadlock.
+    `environment` is set in every worker before its first task (e.g. a decision the parent made).
+    """
+
+    def __init__(self, workers: int, on_event: EventFn | None = None, environment: dict[str, str] | None = None):
+        super().__init__(workers, on_event)
+        context = mp.get_context("spawn")
+        self._events = context.Queue()
+        self._pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                            initargs=(self._events, dict(environment or {})))
+        self._futures: set[cf.Future] = set()
+
+    def submit(self, task: Task[R]) -> cf.Future:
+        with _main_module_hidden():  # workers start on submit
+            future = self._pool.submit(_run_in_worker, task)
+        self._futures.add(future)
+        return future
+
+    def wait(self, futures: Collection[cf.Future], timeout: float | None = 0.2) -> set[cf.Future]:
+        done = super().wait(futures, timeout)
+        self._deliver_events()
+        return done
+
+    def _deliver_events(self) -> None:
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self.on_event(event)
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel:
+            for future in self._futures:
+                future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        self._deliver_events()
+
+
+def make_executor(workers: int | None = None, on_event: EventFn | None = None,
+                  environment: dict[str, str] | None = None) -> Executor:
+    """Worker processes for workers >= 2 (default: one per core), else this process."""
+    workers = default_workers() if workers is None else workers
+    if workers <= 1:
+        return InProcessExecutor(on_event)
+    return ProcessExecutor(workers, on_event, environment)
+
+
+def worker_count(requested: int | None, tasks: int) -> int:
+    """Workers worth starting for `tasks` independent tasks (never more workers than tasks)."""
+    workers = default_workers() if requested is None else requested
+    return max(0, min(workers, tasks)) if workers > 1 else workers
+
+
+__all__ = ["EventFn", "Executor", "InProcessExecutor", "ProcessExecutor", "Task", "default_workers",
+           "make_executor", "single_threaded", "worker_count"]

@@ -1,0 +1,106 @@
+"""The study-file reference, generated from the schema itself so that it cannot drift from it.
+
+    mnist-study studies --schema
+
+Every key of every table, with its type, default and meaning, comes from the pydantic models
+(study.py, the front-ends' configs, claims); the check grammar is the one `stats/checks.py` parses.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+import types
+import typing
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from mnist_study.stats import checks
+from mnist_study.stats.claims import Claim
+from mnist_study.study import Experiment, Note, Reference, Study
+from mnist_study.training.frontends import FRONTENDS
+
+_LABELS = {Study: "top level", Experiment: "[[experiment]]", Reference: "reference = { ... }",
+           Note: "[[note]]", Claim: "[[claim]]"}
+
+EXTENDING = [
+    ("extends", "string", "—", "a built-in study, or a TOML file relative to this one, to start from"),
+    ("only", "list of names", "—", "keep just these of the base's experiments (and its claims and notes "
+                                   "that name no other)"),
+    ("[every_experiment]", "table", "—", "experiment keys set in every inherited experiment"),
+    ("[[experiment]] with a base name", "table", "—", "its keys replace that experiment's; a new name adds one"),
+]
+
+
+def _type_name(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(annotation) if a is not type(None)]
+        return " | ".join(names) + (" (optional)" if type(None) in typing.get_args(annotation) else "")
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(annotation)[0])}"
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return "table" if annotation not in (Reference,) else "inline table"
+    return {str: "string", int: "integer", float: "number", bool: "true | false"}.get(annotation, "front-end")
+
+
+def _default(field) -> str:
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return "{ " + ", ".join(f"{k} = {v!r}" for k, v in value.model_dump().items()) + " }"
+    return "—" if value is None or value == [] else repr(value)
+
+
+def _constraints(field) -> str:
+    bounds = []
+    for item in field.metadata:
+        for name, symbol in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"), ("min_length", "length ≥")):
+            value = getattr(item, name, None)
+            if value is not None:
+                bounds.append(f"{symbol} {value}")
+    return f" ({', '.join(bounds)})" if bounds else ""
+
+
+def _table(model: type[BaseModel], label: str, skip: tuple[str, ...] = ()) -> list[str]:
+    lines = [label]
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        meaning = (field.description or "").strip()
+        lines.append(f"  {name}: {_type_name(field.annotation)}{_constraints(field)}; default {_default(field)}")
+        if meaning:
+            lines += textwrap.wrap(meaning, 96, initial_indent="      ", subsequent_indent="      ")
+    return lines
+
+
+def schema_text() -> str:
+    """The whole reference as plain text: tables, keys, types, defaults, meanings; the grammar."""
+    parts = ["A study file is TOML. Unknown keys and wrong types are errors (integers are accepted for numbers).",
+             ""]
+    for model in (Study, Experiment, Reference):
+        parts += _table(model, _LABELS[model]) + [""]
+    parts.append("frontend = { kind = ..., ... }  (one of the registered front-ends)")
+    for cls in FRONTENDS.values():
+        config = cls.Config
+        parts += [f"  kind = {cls.kind!r}: {config().describe() if _has_defaults(config) else config.__doc__}"]
+        parts += ["  " + line for line in _table(config, "", skip=("kind",))[1:]]
+    parts.append("")
+    for model in (Claim, Note):
+        parts += _table(model, _LABELS[model]) + [""]
+    parts.append("Extending another study")
+    for key, kind, default, meaning in EXTENDING:
+        parts.append(f"  {key}: {kind}")
+        parts += textwrap.wrap(meaning, 96, initial_indent="      ", subsequent_indent="      ")
+    parts += ["", "Claim checks", textwrap.indent(textwrap.dedent(checks.__doc__.split("::", 1)[1]).strip("\n"), "  ")]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _has_defaults(config: type[BaseModel]) -> bool:
+    return all(f.default is not PydanticUndefined or f.default_factory for f in config.model_fields.values())

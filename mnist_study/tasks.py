@@ -1,0 +1,155 @@
+"""The work of a run, as tasks that can run in any process: fit a front-end, train seeds.
+
+Each task is a frozen dataclass (picklable, so an executor can send it to a worker) whose
+`run(emit)` does the work, writes its results into the run directory atomically and returns
+how long it took. Progress goes out through `emit` as plain dict events:
+
+    frontend-start, frontend-progress (done, total, unit), frontend-done (seconds),
+    epoch (task, epoch, active, seeds, val_accuracy), seed-done (seed, test_accuracy, epochs)
+
+Events name their experiment; an experiment's seeds may be split over several tasks (`task`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.numpy import save_file
+
+from mnist_study.data.sources import Dataset, load_dataset
+from mnist_study.data.splits import make_splits
+from mnist_study.executor import EventFn
+from mnist_study.files import atomic_path, write_json
+from mnist_study.results import experiment_dir, seed_dir
+from mnist_study.study import Experiment
+from mnist_study.training.evaluate import evaluate
+from mnist_study.training.frontends import FRONTENDS, load_frontend, save_frontend
+from mnist_study.training.model import MLP
+from mnist_study.training.trainer import Split, train_seeds
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """What a task reports back: the stage it ran (as the manifest names it) and its seconds."""
+
+    stage: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FitFrontend:
+    """Fit `experiment`'s front-end on its training split; save it for each experiment in `targets`."""
+
+    run_dir: str
+    experiment: dict          # the resolved Experiment, as JSON
+    targets: tuple[str, ...]  # experiments that share this front-end (same kind, parameters and split)
+    data_dir: str
+
+    @property
+    def name(self) -> str:
+        return self.experiment["name"]
+
+    def run(self, emit: EventFn) -> StageTime:
+        return fit_frontend_task(self.run_dir, self.experiment, list(self.targets), self.data_dir, emit)
+
+
+@dataclass(frozen=True)
+class TrainSeeds:
+    """Train `seeds` of `experiment` together, evaluate each, write its results."""
+
+    run_dir: str
+    experiment: dict
+    seeds: tuple[int, ...]
+    data_dir: str
+    device: str
+
+    @property
+    def name(self) -> str:
+        return self.experiment["name"]
+
+    def run(self, emit: EventFn) -> StageTime:
+        return train_task(self.run_dir, self.experiment, list(self.seeds), self.data_dir, self.device, emit)
+
+
+_DATASET_CACHE: dict[str, Dataset] = {}  # per process: a worker loads the data once for all its tasks
+
+
+def _emit(event: dict, on_event: EventFn | None = None) -> None:
+    if on_event is not None:
+        on_event(event)
+
+
+def _dataset(data_dir: str) -> Dataset:
+    if data_dir not in _DATASET_CACHE:
+        _DATASET_CACHE[data_dir] = load_dataset(data_dir, download=False, progress=False)
+    return _DATASET_CACHE[data_dir]
+
+
+def fit_frontend_task(run_dir: str, experiment: dict, targets: list[str], data_dir: str,
+                      on_event: EventFn | None = None) -> StageTime:
+    """Fit one front-end on an experiment's training split; save it for every experiment in `targets`."""
+    exp = Experiment.model_validate(experiment)
+    start = time.perf_counter()
+    _emit({"kind": "frontend-start", "experiment": exp.name, "frontend": exp.frontend.kind}, on_event)
+    x, y = make_splits(_dataset(data_dir), exp.validation, exp.validation_size, exp.train_size)["train"]
+    frontend = FRONTENDS[exp.frontend.kind].from_config(exp.frontend)
+    frontend.fit(x, y, on_progress=lambda done, total: _emit(
+        {"kind": "frontend-progress", "experiment": exp.name, "done": done, "total": total,
+         "unit": frontend.progress_unit}, on_event))
+    for name in targets:
+        save_frontend(frontend, experiment_dir(Path(run_dir), name))
+    seconds = time.perf_counter() - start
+    _emit({"kind": "frontend-done", "experiment": exp.name, "frontend": exp.frontend.kind, "seconds": seconds}, on_event)
+    return StageTime(f"frontend/{exp.frontend.kind}:{exp.name}", seconds)
+
+
+def train_task(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, device: str,
+               on_event: EventFn | None = None) -> StageTime:
+    """Train the given seeds of one experiment together, evaluate each, write its results."""
+    return _train(run_dir, experiment, seeds, data_dir, device, on_event)
+
+
+def _train(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, device: str,
+           on_event: EventFn | None) -> dict:
+    torch.set_flush_denormal(True)  # tiny RMSprop accumulators otherwise slow every step
+    exp = Experiment.model_validate(experiment)
+    start = time.perf_counter()
+    splits = make_splits(_dataset(data_dir), exp.validation, exp.validation_size, exp.train_size)
+    frontend = load_frontend(experiment_dir(Path(run_dir), exp.name))
+    inputs = {name: (frontend.transform(x), y) for name, (x, y) in splits.items()}
+    dev = torch.device(device)
+    as_split = lambda name: Split(torch.as_tensor(inputs[name][0], device=dev),  # noqa: E731
+                                  torch.as_tensor(inputs[name][1], device=dev))
+
+    task = f"{exp.name}/seeds-{'-'.join(map(str, seeds))}"  # this task's part of the experiment's seeds
+
+    def on_epoch(epoch, states):
+        active = [s for s in states if not s.stopped]
+        best = max(s.history["val_accuracy"][-1] for s in states)
+        _emit({"kind": "epoch", "experiment": exp.name, "task": task, "epoch": epoch, "active": len(active),
+               "seeds": len(states), "val_accuracy": best}, on_event)
+
+    results = train_seeds(exp.train_config(), as_split("train"), as_split("validation"), seeds, dev, on_epoch)
+    train_seconds = time.perf_counter() - start
+    for result in results:
+        t0 = time.perf_counter()
+        model = MLP(result.params)
+        ev = evaluate(model, inputs, exp.l2)
+        out = seed_dir(Path(run_dir), exp.name, result.seed)
+        model.save(out / "model.safetensors")
+        with atomic_path(out / "evaluation.safetensors") as tmp:
+            save_file({"confusion": ev.confusion, "test_proba": ev.test_proba}, str(tmp))
+        write_json(out / "history.json", result.history)
+        write_json(out / "classification_report.json", ev.report)
+        write_json(out / "metrics.json", {  # last: marks this seed as finished
+            "experiment": exp.name, "seed": result.seed, "accuracy": ev.accuracy, "loss": ev.loss,
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "train_seconds": train_seconds / len(results), "evaluate_seconds": time.perf_counter() - t0,
+            "seeds_trained_together": len(results), "device": device,
+        })
+        _emit({"kind": "seed-done", "experiment": exp.name, "seed": result.seed,
+               "test_accuracy": ev.accuracy["test"], "epochs": result.epochs_run}, on_event)
+    return StageTime(f"train/{exp.name}", time.perf_counter() - start)
