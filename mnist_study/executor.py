@@ -10,9 +10,12 @@ implement the same interface: `InProcessExecutor` runs each task at once in this
 `ProcessExecutor` runs them in spawned worker processes. A distributed executor fits behind the same
 `submit` / `wait` / `close`.
 
-Every task computes on one thread, wherever it runs: BLAS sums in a different order with more
-threads, so results would depend on where a task ran, and at these sizes one thread per worker is
-also the fastest (two processes with two threads each on two cores run many times slower).
+Every task computes with one PyTorch thread, wherever it runs: BLAS sums in a different order with
+more threads, so results would depend on where a task ran, and at these sizes one thread per worker
+is also the fastest (two processes with two threads each on two cores run many times slower).
+numpy's own BLAS is limited too when the caller asks (`blas_threads=1`, as the report does); a run's
+tasks leave it alone, because the PCA front-end's fit, made with numpy, comes out a few ulps
+different with one BLAS thread than with several, and runs keep the results they have always had.
 """
 
 from __future__ import annotations
@@ -43,15 +46,16 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """PyTorch and every BLAS limited to one thread inside the block (t-SNE keeps its own threads)."""
+def single_threaded(blas: bool = True) -> Iterator[None]:
+    """PyTorch limited to one thread inside the block, and with `blas` every BLAS library too
+    (OpenMP pools are left alone: t-SNE keeps its own threads)."""
     import torch
     from threadpoolctl import threadpool_limits
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(1, user_api="blas"):
+        with threadpool_limits(1, user_api="blas") if blas else contextlib.nullcontext():
             yield
     finally:
         torch.set_num_threads(threads)
@@ -62,11 +66,15 @@ def _ignore(event: dict) -> None:
 
 
 class Executor(ABC):
-    """Runs tasks, at most `workers` at a time, and forwards their events to `on_event`."""
+    """Runs tasks, at most `workers` at a time, and forwards their events to `on_event`.
 
-    def __init__(self, workers: int, on_event: EventFn | None = None):
+    `limit_blas`: also limit numpy's BLAS to one thread while tasks run (see the module docstring).
+    """
+
+    def __init__(self, workers: int, on_event: EventFn | None = None, limit_blas: bool = False):
         self.workers = workers
         self.on_event = on_event or _ignore
+        self.limit_blas = limit_blas
 
     @abstractmethod
     def submit(self, task: Task[R]) -> cf.Future:
@@ -102,13 +110,13 @@ class Executor(ABC):
 class InProcessExecutor(Executor):
     """Runs each task to completion in this process when it is submitted."""
 
-    def __init__(self, on_event: EventFn | None = None):
-        super().__init__(1, on_event)
+    def __init__(self, on_event: EventFn | None = None, limit_blas: bool = False):
+        super().__init__(1, on_event, limit_blas)
 
     def submit(self, task: Task[R]) -> cf.Future:
         future: cf.Future = cf.Future()
         try:
-            with single_threaded():
+            with single_threaded(blas=self.limit_blas):
                 future.set_result(task.run(self.on_event))
         except Exception as error:  # the caller sees it from future.result(), as from a worker
             future.set_exception(error)
@@ -121,15 +129,17 @@ _worker_events = None  # in a worker process: the queue its events go back throu
 _worker_thread_limits = None  # kept for the worker's lifetime
 
 
-def _init_worker(events, environment: dict[str, str]) -> None:
+def _init_worker(events, environment: dict[str, str], limit_blas: bool) -> None:
     global _worker_events, _worker_thread_limits
     _worker_events = events
     os.environ.update(environment)
     import torch
-    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
-    _worker_thread_limits = threadpool_limits(1, user_api="blas")
+    if limit_blas:
+        from threadpoolctl import threadpool_limits
+
+        _worker_thread_limits = threadpool_limits(1, user_api="blas")
 
 
 def _worker_emit(event: dict) -> None:
@@ -165,12 +175,13 @@ class ProcessExecutor(Executor):
     `environment` is set in every worker before its first task (e.g. a decision the parent made).
     """
 
-    def __init__(self, workers: int, on_event: EventFn | None = None, environment: dict[str, str] | None = None):
-        super().__init__(workers, on_event)
+    def __init__(self, workers: int, on_event: EventFn | None = None, environment: dict[str, str] | None = None,
+                 limit_blas: bool = False):
+        super().__init__(workers, on_event, limit_blas)
         context = mp.get_context("spawn")
         self._events = context.Queue()
         self._pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                            initargs=(self._events, dict(environment or {})))
+                                            initargs=(self._events, dict(environment or {}), limit_blas))
         self._futures: set[cf.Future] = set()
 
     def submit(self, task: Task[R]) -> cf.Future:
@@ -201,12 +212,12 @@ class ProcessExecutor(Executor):
 
 
 def make_executor(workers: int | None = None, on_event: EventFn | None = None,
-                  environment: dict[str, str] | None = None) -> Executor:
+                  environment: dict[str, str] | None = None, limit_blas: bool = False) -> Executor:
     """Worker processes for workers >= 2 (default: one per core), else this process."""
     workers = default_workers() if workers is None else workers
     if workers <= 1:
-        return InProcessExecutor(on_event)
-    return ProcessExecutor(workers, on_event, environment)
+        return InProcessExecutor(on_event, limit_blas)
+    return ProcessExecutor(workers, on_event, environment, limit_blas)
 
 
 def worker_count(requested: int | None, tasks: int) -> int:

@@ -84,3 +84,15 @@ def test_run_study_from_a_plain_script_with_worker_processes(tmp_path, tiny_data
     assert done.stdout.count("script body runs") == 1
     assert "test accuracy" in done.stdout
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_a_run_gives_the_same_results_in_workers_and_in_this_process(tmp_path, tiny_data, tiny_study):
+    from mnist_study.results import load_run
+    from mnist_study.runner import run_study
+
+    runs = [load_run(run_study(tiny_study, seeds=[0, 1], device="cpu", data_dir=tiny_data, out=tmp_path / f"w{w}",
+                               workers=w, progress=False)) for w in (0, 2)]
+    for e in tiny_study.experiments:
+        for here, there in zip(runs[0].results(e.name), runs[1].results(e.name)):
+            assert here.metrics["accuracy"] == there.metrics["accuracy"] and here.metrics["loss"] == there.metrics["loss"]
+            assert (here.path / "model.safetensors").read_bytes() == (there.path / "model.safetensors").read_bytes()

@@ -124,7 +124,7 @@ def _analyse_all(run: RunResults, dataset: Dataset, data_dir, names: list[str], 
                                tsne_jobs=1 if workers > 1 else None) for name in names]
     results = {}
     try:
-        with make_executor(workers) as executor:
+        with make_executor(workers, limit_blas=True) as executor:
             for task, result in executor.run_all(tasks):
                 results[task.name] = result
                 on_done(task.name)
