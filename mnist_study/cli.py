@@ -3,7 +3,7 @@
     mnist-study run                      # the paper's ten experiments, then the table and report
     mnist-study run --seeds 5            # five seeds each: means, confidence intervals, claims
     mnist-study run my-study.toml        # any study you write (see `mnist-study studies --help`)
-    mnist-study show runs/paper-...      # the Appendix A table of a finished run
+    mnist-study show runs/paper-...      # the accuracy table of a finished run, and its claims
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ DATA_DIR_HELP = ("Folder holding the four MNIST-layout IDX files (gzipped or not
                  "then ~/.cache/mnist-study/mnist, then /usr/share/datasets/mnist, else download into the cache.")
 
 
-@app.command()
+@app.command(short_help='Fetch and verify the data; show where it is, and its digests.')
 def data(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     refetch: bool = typer.Option(False, "--refetch", help="Download MNIST into the cache again, even if present."),
@@ -78,7 +78,7 @@ def data(
                   + ("verified MNIST" if dataset.verified else "not MNIST: digests reported, not required"))
 
 
-@app.command()
+@app.command(short_help='The built-in studies; how to write your own.')
 def studies(
     show: Optional[str] = typer.Option(None, "--show", metavar="NAME",
                                        help="Print a built-in study's TOML file (to copy and edit)."),
@@ -110,7 +110,7 @@ def studies(
                   "[bold]mnist-study studies --schema[/].", soft_wrap=True)
 
 
-@app.command()
+@app.command(short_help='Train and evaluate a study, then the table and the report.')
 def run(
     study: Optional[str] = typer.Argument(None, show_default=False, help="A built-in study (paper, "
                                           "paper-as-printed, quick) or a TOML study file. Default: paper."),
@@ -206,7 +206,7 @@ def _show(run_dir: Path, fmt: Format, per_seed: bool) -> None:
                       f"finish them with mnist-study run --resume {run_dir}")
 
 
-@app.command()
+@app.command(short_help="A run's accuracy table and its claims' verdicts.")
 def show(
     run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
     format: Format = typer.Option(Format.table, "--format", help="table for people, json for scripts."),
@@ -239,7 +239,7 @@ def _report(run_dir: Path, tsne_points: int | str, data_dir: Optional[Path], wor
     console.print(f"Report: [bold]{path}[/]")
 
 
-@app.command()
+@app.command(short_help="Rebuild a run's report.html, without retraining.")
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
     tsne_points: str = typer.Option("10000", "--tsne-points", help="Training images in each t-SNE map: a number or 'all'."),
@@ -271,7 +271,7 @@ def _finite_or_none(value):
     return None if value is None or (isinstance(value, float) and value != value) else value
 
 
-@app.command()
+@app.command(short_help='Do two runs differ? Experiment by experiment.')
 def compare(
     run_a: Path = typer.Argument(..., help="First run directory (A)."),
     run_b: Path = typer.Argument(..., help="Second run directory (B)."),
@@ -324,10 +324,10 @@ class PredictFormat(str, Enum):
     json = "json"
 
 
-@app.command()
+@app.command(short_help='Read digits from photos, scans or drawings.')
 def predict(
     run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
-    images: list[Path] = typer.Argument(..., help="Image files, or folders (searched recursively for .png, .jpg, ...)."),
+    images: list[Path] = typer.Argument(..., help="Image files, or folders (searched recursively for images: .png, .jpg, .webp and more)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", "-e",
                                              help="Experiment whose network answers. Default: best mean validation accuracy."),
     format: PredictFormat = typer.Option(PredictFormat.table, "--format", help="table for people; csv or json for scripts."),
@@ -360,7 +360,7 @@ def predict(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help='A draw-a-digit page and a JSON API.')
 def serve(
     run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on; 0.0.0.0 opens it to your network."),

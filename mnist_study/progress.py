@@ -59,7 +59,6 @@ class TrainingProgress:
         self.plain = None if self.console.is_terminal else PlainLines(self.console)
         self.seeds = plan.seeds_missing()                        # experiment -> seeds to train in this run
         self.done: dict[str, int] = {name: 0 for name in self.seeds}
-        self.active: dict[str, dict[str, int]] = {name: {} for name in self.seeds}  # experiment -> task -> seeds training
         self.widths = {e.name: e.hidden for e in study.experiments}
         self.started: dict[str, float] = {}
         self.last_line: dict[str, float] = {}
@@ -84,9 +83,6 @@ class TrainingProgress:
         if self.bars is not None:
             self.bars.stop()
 
-    def _training(self, name: str) -> int:
-        return sum(self.active[name].values())
-
     def update(self, event: dict) -> None:
         kind, name = event["kind"], event.get("experiment")
         if self.plain is not None:
@@ -102,10 +98,10 @@ class TrainingProgress:
             elif kind == "frontend-done":
                 self.bars.update(row, completed=self.bars.tasks[row].total, status=f"done, {event['seconds']:.1f} s")
         elif kind == "epoch" and ("train", name) in self.rows:
-            self.active[name][event.get("task", name)] = event["active"]
+            # An experiment's seeds may train in several tasks at different epochs: the bar counts
+            # the seeds done; the status is the latest epoch reported and its best validation accuracy.
             self.bars.update(self.rows[("train", name)],
-                             status=f"epoch {event['epoch']}, {self._training(name)} of {self.seeds[name]} "
-                                    f"training, best val {100 * event['val_accuracy']:.2f}%")
+                             status=f"epoch {event['epoch']}, best val {100 * event['val_accuracy']:.2f}%")
         elif kind == "seed-done" and ("train", name) in self.rows:
             self.done[name] += 1
             self.bars.advance(self.rows[("train", name)])
@@ -118,11 +114,10 @@ class TrainingProgress:
             self.plain.line(f"fit {event.get('frontend', '')} front-end ({name}): done in {event['seconds']:.1f} s")
         elif kind == "epoch" and name in self.seeds:
             self.started.setdefault(name, now)
-            self.active[name][event.get("task", name)] = event["active"]
             if now - self.last_line.get(name, self.started[name]) >= EPOCH_LINE_EVERY_S:
                 self.last_line[name] = now
-                self.plain.line(f"train {name}: epoch {event['epoch']}, {self._training(name)} of "
-                                f"{self.seeds[name]} seeds training, best val acc {100 * event['val_accuracy']:.2f}%")
+                self.plain.line(f"train {name}: epoch {event['epoch']} ({self.done[name]} of {self.seeds[name]} "
+                                f"seeds done), best val acc {100 * event['val_accuracy']:.2f}%")
         elif kind == "seed-done" and name in self.seeds:
             self.started.setdefault(name, now)
             self.done[name] += 1

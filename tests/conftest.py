@@ -118,3 +118,14 @@ def train_study(study_text: str, seeds: list[int], data_dir: Path, out: Path) ->
 
     return run_study(parse_study(study_text), seeds=seeds, device="cpu", data_dir=data_dir, out=out, workers=0,
                      progress=False)
+
+
+@pytest.fixture
+def fresh_fused(monkeypatch):
+    """No compiled kernel settled yet in this process, and no decision inherited from a parent."""
+    from mnist_study.training import fused
+
+    monkeypatch.setattr(fused, "_outcomes", {})
+    monkeypatch.setattr(fused, "_warned", set())
+    monkeypatch.setenv(fused.DECISION_VAR, "")
+    monkeypatch.delenv(fused.ENV_SWITCH, raising=False)

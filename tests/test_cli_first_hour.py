@@ -2,6 +2,7 @@
 columns, and nothing silently ignored. CliRunner's output is a pipe, not a terminal."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -74,6 +75,11 @@ def test_help_shows_defaults_whole_at_80_columns():
     assert result.exit_code == 0
     assert "~/.cache/mnist-study/mnist" in result.output and "…" not in result.output
     assert max(len(line) for line in result.output.splitlines()) <= 80
+    for command in ([], ["show"], ["report"], ["compare"], ["predict"], ["serve"], ["data"], ["studies"]):
+        text = runner.invoke(app, [*command, "--help"]).output
+        # "..." only where click marks a repeatable argument, never a cut-off text
+        assert "…" not in text and "..." not in re.sub(r"(\w+|\}|\])\.\.\.( <| |$)", "", text, flags=re.M)
+        assert max(len(line) for line in text.splitlines()) <= 80
 
 
 def test_data_shows_whole_digests(tiny_data):

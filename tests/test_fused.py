@@ -29,15 +29,6 @@ def built(request) -> fused.Kernel:
 
 
 @pytest.fixture
-def fresh_fused(monkeypatch):
-    """No kernel settled yet in this process, and no decision inherited from a parent."""
-    monkeypatch.setattr(fused, "_outcomes", {})
-    monkeypatch.setattr(fused, "_warned", set())
-    monkeypatch.setenv(fused.DECISION_VAR, "")
-    monkeypatch.delenv(fused.ENV_SWITCH, raising=False)
-
-
-@pytest.fixture
 def kernel(built, fresh_fused, monkeypatch) -> fused.Kernel:
     """The build under test, selected through MNIST_STUDY_FUSED, so that every trainer takes it."""
     monkeypatch.setenv(fused.ENV_SWITCH, "1" if built.variant == "native" else built.variant)

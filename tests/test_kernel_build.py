@@ -56,15 +56,6 @@ def _busy_source(functions: int = 300) -> str:
 
 
 @pytest.fixture
-def fresh_fused(monkeypatch):
-    """No kernel settled yet in this process, and no decision inherited from a parent."""
-    monkeypatch.setattr(fused, "_outcomes", {})
-    monkeypatch.setattr(fused, "_warned", set())
-    monkeypatch.setenv(fused.DECISION_VAR, "")
-    monkeypatch.delenv(fused.ENV_SWITCH, raising=False)
-
-
-@pytest.fixture
 def tiny_cache(tmp_path, monkeypatch) -> Path:
     """An empty cache, and a stand-in source that builds in about a second."""
     source = tmp_path / "tiny.cpp"

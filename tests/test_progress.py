@@ -45,7 +45,7 @@ def test_plain_lines_when_output_is_not_a_terminal(tmp_path, monkeypatch):
     assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines)
     text = out.getvalue()
     assert "fit pca front-end (pca): done in 1.2 s" in text
-    assert "train wide: epoch 3, 2 of 2 seeds training, best val acc 22.96%" in text  # both tasks counted
+    assert "train wide: epoch 3 (0 of 2 seeds done), best val acc 22.96%" in text  # the experiment's seeds, not a task's
     assert "train wide: seed 0 done (1 of 2), test acc 96.55%, 4 epochs" in text
     assert "…" not in text
 

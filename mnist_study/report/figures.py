@@ -27,9 +27,9 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from mnist_study.data.digits import DIGITS, IMAGE_SIDE
 from mnist_study.training.frontends import FRONTENDS, PlotMarker
 
-DIGITS = tuple(range(10))
 DIGIT_COLORS: tuple[str, ...] = tuple(to_hex(matplotlib.colormaps["tab10"](d)) for d in DIGITS)
 # Mistakes are marked in red (frames, bold captions, the chosen-pixel dots). tab10's red is digit
 # 3's colour too, so digit colours are kept off the captions of predicted-vs-true grids.
@@ -40,7 +40,6 @@ SPLIT_STYLES = {
     "validation": {"color": "#5a5a5a", "marker": "^", "linestyle": "--"},
     "test": {"color": "#000000", "marker": "o", "linestyle": "-"},
 }
-IMAGE_SIDE = 28
 
 
 def figure_to_data_uri(fig: Figure, dpi: int = 100) -> str:

@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from mnist_study.report.figures import IMAGE_SIDE, WRONG, as_images
+from mnist_study.data.digits import IMAGE_SIDE
+from mnist_study.report.figures import WRONG, as_images
 
 def forest_importance(importances: np.ndarray, title: str = "Random-forest pixel importance") -> Figure:
     """Pixel importances (784,) as a 28 x 28 heatmap (the notebook's `cmap=hot`)."""

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from mnist_study.data.digits import N_CLASSES
 from mnist_study.errors import RunError
 
 PARAM_NAMES = ("hidden.kernel", "hidden.bias", "output.kernel", "output.bias")
-N_CLASSES = 10
 
 
 def glorot_uniform(fan_in: int, fan_out: int, generator: torch.Generator) -> torch.Tensor:
