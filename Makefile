@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # PyTorch comes first, pinned: an open-ended requirement with no torch installed pulls a large CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast test-faults soak bench clean
 
 $(BIN)/mnist-study: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ test: setup           ## the whole test suite (browser tests need chromium + chr
 	$(BIN)/python -m pytest -q
 
 test-fast: setup      ## skip the end-to-end and browser tests
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not faults and not soak"
+
+test-faults: setup    ## the fault-injection harness: real runs killed at random moments, resumed, compared
+	$(BIN)/python -m pytest -q -m faults
+
+soak: setup           ## the server under 50 concurrent clients for 10 minutes
+	$(BIN)/python -m pytest -q -m soak -s
 
 bench: setup          ## benchmarks -> BENCHMARKS.md
 	$(BIN)/python benchmarks/run_all.py
