@@ -8,7 +8,9 @@ Each client (a keep-alive connection) posts, back to back, what the drawing page
 digit, dark on white) as multipart; `--payload json` posts 28x28 pixels instead. Reports requests/s,
 p50 and p99 latency, and errors (any answer but 200, or a failed connection). A server this script
 starts runs in its own process (so the client's Python does not share its GIL), but on a small
-machine both still share the cores: the figures are for client and server on one host.
+machine both still share the cores: the figures are for client and server on one host. A server
+started here has no rate limit (every client comes from one address); one given by --url needs
+`mnist-study serve RUN_DIR --max-requests-per-minute 0`. soak_server.py holds the load for minutes.
 """
 
 from __future__ import annotations
@@ -38,8 +40,12 @@ def free_port() -> int:
 
 @contextmanager
 def server_process(run_dir: Path, port: int):
-    """`serve(run_dir)` in a child process on 127.0.0.1:port, until the block ends."""
-    code = f"from mnist_study.serving.server import serve; serve({str(run_dir)!r}, port={port}, log_level='warning')"
+    """`serve(run_dir)` in a child process on 127.0.0.1:port, until the block ends; yields (url, pid).
+
+    Its rate limit is off: every client of a load test comes from one address.
+    """
+    code = ("from mnist_study.serving.server import Limits, serve; "
+            f"serve({str(run_dir)!r}, port={port}, log_level='warning', limits=Limits(requests_per_minute=0))")
     process = subprocess.Popen([sys.executable, "-c", code])
     url = f"http://127.0.0.1:{port}"
     try:
@@ -55,7 +61,7 @@ def server_process(run_dir: Path, port: int):
             if time.monotonic() > deadline:
                 raise SystemExit("the server did not answer /health within 60 s")
             time.sleep(0.2)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -174,7 +180,7 @@ def main() -> None:
         from predict_throughput import quick_run
 
         run_dir = quick_run(args.data_dir)
-    with server_process(run_dir, free_port()) as url:
+    with server_process(run_dir, free_port()) as (url, _):
         run_all(url)
 
 

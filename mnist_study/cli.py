@@ -155,11 +155,17 @@ def run(
                                 out=run_dir, workers=workers, command=command, study_source=study or "paper")
         _show(run_dir, Format.table, per_seed=False)
         if report:
-            _report(run_dir, points, data_dir, workers)
+            from mnist_study.runlock import run_lock
+
+            with run_lock(run_dir, command):
+                _report(run_dir, points, data_dir, workers)
     except KeyboardInterrupt:
-        where = run_dir if run_dir is not None and (Path(run_dir) / "study.json").is_file() else "RUN_DIR"
-        err.print(f"[yellow]interrupted[/]: finished results are on disk; continue with "
-                  f"[bold]mnist-study run --resume {where}[/]", soft_wrap=True)
+        if run_dir is not None and (Path(run_dir) / "study.json").is_file():
+            err.print(f"[yellow]interrupted[/]: finished results are on disk; continue with "
+                      f"[bold]mnist-study run --resume {run_dir}[/]", soft_wrap=True)
+        else:
+            err.print("[yellow]interrupted[/] before any result was written; run the same command again",
+                      soft_wrap=True)
         raise typer.Exit(130)
     except USER_ERRORS as e:
         _fail(e)
@@ -168,10 +174,10 @@ def run(
 
 def _check_resumed_study(run_dir: Path, study: str) -> None:
     """`run STUDY --resume RUN_DIR`: STUDY must be the study the run holds, not silently ignored."""
-    from mnist_study.results import load_run
+    from mnist_study.results import read_study
     from mnist_study.studies import load_study, study_to_dict
 
-    held = load_run(run_dir).study
+    held = read_study(run_dir)
     if study_to_dict(load_study(study)) != study_to_dict(held):
         raise OptionError(f"{run_dir} holds a run of study {held.name!r}, not of {study!r}; "
                           f"resume it with `mnist-study run --resume {run_dir}` (no study argument)")
@@ -248,8 +254,14 @@ def report(
                                           "analyses. Default: one per core; 0 = in this process."),
 ) -> None:
     """(Re)build RUN_DIR/report.html from the saved results, without retraining."""
+    from mnist_study.results import load_run
+    from mnist_study.runlock import run_lock
+
     try:
-        _report(run_dir, parse_tsne_points(tsne_points), data_dir, workers)
+        points = parse_tsne_points(tsne_points)
+        load_run(run_dir)  # a folder that is not a run (or is damaged) is named before a lock file is made
+        with run_lock(run_dir, " ".join(["mnist-study", *sys.argv[1:]])):
+            _report(run_dir, points, data_dir, workers)
     except USER_ERRORS as e:
         _fail(e)
 
@@ -353,7 +365,7 @@ def predict(
         console.print(as_table(rows))
         for row in rows:
             if not row.ok:
-                err.print(f"[red]{escape(row.error)}[/]", highlight=False)
+                err.print(f"[red]{escape(row.error)}[/]", highlight=False, soft_wrap=True)
     else:
         sys.stdout.write(render(rows, format.value))
     if not all(row.ok for row in rows):
@@ -365,12 +377,15 @@ def serve(
     run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on; 0.0.0.0 opens it to your network."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
+    max_requests_per_minute: int = typer.Option(
+        1200, "--max-requests-per-minute", min=0,
+        help="Requests a minute one client address may make (bursts of 10 s worth); 0: no limit."),
 ) -> None:
     """Serve a page to draw digits and watch every network answer as you draw, plus a JSON API (docs at /docs)."""
-    from mnist_study.serving.server import serve as serve_app
+    from mnist_study.serving.server import Limits, serve as serve_app
 
     try:
-        serve_app(run_dir, host=host, port=port)
+        serve_app(run_dir, host=host, port=port, limits=Limits(requests_per_minute=max_requests_per_minute))
     except USER_ERRORS as e:
         _fail(e)
 

@@ -24,3 +24,12 @@ class RunError(UserError):
 
 class OptionError(UserError, ValueError):
     """A command-line option or API argument has a value that cannot be used."""
+
+
+class WriteError(UserError):
+    """A file could not be written: the disk is full, the file system is read-only, or it is not
+    ours to write. The message names the file and what to free or change."""
+
+
+class RunInUseError(RunError):
+    """Another living process holds the run directory's lock (it is running or reporting on it)."""

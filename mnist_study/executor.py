@@ -16,6 +16,10 @@ is also the fastest (two processes with two threads each on two cores run many t
 numpy's own BLAS is limited too when the caller asks (`blas_threads=1`, as the report does); a run's
 tasks leave it alone, because the PCA front-end's fit, made with numpy, comes out a few ulps
 different with one BLAS thread than with several, and runs keep the results they have always had.
+
+Workers never outlive the process that started them: killed with it (`kill -9`, the OOM killer),
+they die within a second instead of writing on into a run directory that another process may be
+resuming. Ctrl-C is the parent's to handle: workers ignore it, and the parent stops them at once.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import multiprocessing as mp
 import os
 import queue
 import sys
+import threading
+import time
 import types
 from abc import ABC, abstractmethod
 from typing import Callable, Collection, Iterable, Iterator, Protocol, TypeVar
@@ -129,8 +135,44 @@ _worker_events = None  # in a worker process: the queue its events go back throu
 _worker_thread_limits = None  # kept for the worker's lifetime
 
 
-def _init_worker(events, environment: dict[str, str], limit_blas: bool) -> None:
+PARENT_CHECK_S = 0.5  # how often a worker checks, where the kernel cannot tell it, that its parent lives
+
+# The first thing a worker runs (as `exec(_BOOT, {"parent": PID, "initargs": ...})`). Importing
+# this package imports PyTorch, seconds during which a worker whose parent was killed would live
+# on; so the worker first asks the kernel to kill it when its parent dies (Linux's
+# PR_SET_PDEATHSIG = 1; strictly, when the thread that started it ends: workers start from the
+# thread that submits tasks, which waits for them), takes no Ctrl-C (the parent handles it, for
+# the whole group), and only then imports us. `exec` pickles by reference and imports nothing.
+_BOOT = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if sys.platform.startswith("linux"):
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+if os.getppid() != parent:  # it died before we could ask to be told
+    os._exit(1)
+from mnist_study.executor import _init_worker
+_init_worker(parent, *initargs)
+"""
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker once `parent` has died, wherever the kernel cannot be asked to (not Linux):
+    an orphan is adopted by another process, so its parent's PID changes."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)  # nothing to save: every result is written atomically, and a resume redoes the rest
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _init_worker(parent: int, events, environment: dict[str, str], limit_blas: bool) -> None:
     global _worker_events, _worker_thread_limits
+    _watch_parent(parent)
     _worker_events = events
     os.environ.update(environment)
     import torch
@@ -180,8 +222,8 @@ class ProcessExecutor(Executor):
         super().__init__(workers, on_event, limit_blas)
         context = mp.get_context("spawn")
         self._events = context.Queue()
-        self._pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                            initargs=(self._events, dict(environment or {}), limit_blas))
+        boot = {"parent": os.getpid(), "initargs": (self._events, dict(environment or {}), limit_blas)}
+        self._pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=exec, initargs=(_BOOT, boot))
         self._futures: set[cf.Future] = set()
 
     def submit(self, task: Task[R]) -> cf.Future:
@@ -204,11 +246,27 @@ class ProcessExecutor(Executor):
             self.on_event(event)
 
     def close(self, cancel: bool = False) -> None:
+        """Wait for the running tasks; with `cancel` (an error or Ctrl-C ends the run), stop them now.
+
+        Stopping a task midway loses nothing that finished: its files are written atomically, and
+        `--resume` redoes the task.
+        """
         if cancel:
             for future in self._futures:
                 future.cancel()
+            self._stop_workers()
         self._pool.shutdown(wait=True, cancel_futures=cancel)
-        self._deliver_events()
+        if not cancel:
+            self._deliver_events()
+
+    def _stop_workers(self) -> None:
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())  # Python < 3.14 has no API
+        for process in processes:
+            with contextlib.suppress(OSError, ValueError):
+                process.terminate()
+        for process in processes:
+            with contextlib.suppress(OSError, ValueError, AssertionError):
+                process.join(5)
 
 
 def make_executor(workers: int | None = None, on_event: EventFn | None = None,

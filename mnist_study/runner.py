@@ -5,9 +5,15 @@
 
 Work is split into tasks (tasks.py) -- fit a front-end, train the missing seeds of an experiment --
 planned in schedule.py and run by an executor (executor.py): worker processes, one thread each, or
-with workers=0 this process. Every result file is
-written atomically and a seed's metrics.json is written last, so an interrupted run loses nothing
-that finished: `resume_run(run_dir)` does only what is missing.
+with workers=0 this process. Every result file is written atomically and a seed's metrics.json is
+written last, so an interrupted run loses nothing that finished: `resume_run(run_dir)` does only
+what is missing. Nothing else is lost either way a run can end early:
+
+- killed (kill -9, the OOM killer, a power cut): its workers die with it, and the temporary files
+  of writes cut short are removed when the run is resumed;
+- a full or read-only disk: a `WriteError` naming the file ends the run, finished results intact;
+- a damaged result file (truncated, edited): that seed or front-end is redone on resume;
+- two processes on one run directory: the second is refused, naming the first (runlock.py).
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ from pathlib import Path
 import torch
 
 from mnist_study.data.sources import Dataset, load_dataset
-from mnist_study.errors import OptionError, RunError
+from mnist_study.errors import OptionError, RunError, WriteError
 from mnist_study.executor import EventFn, make_executor
-from mnist_study.files import read_json, write_json
+from mnist_study.files import TMP_SUFFIX, make_dir, read_json, remove_partial_writes, write_json
 from mnist_study.provenance import git_commit, package_versions
-from mnist_study.results import is_finished, load_run
-from mnist_study.schedule import make_plan, run_plan
+from mnist_study.results import is_finished, read_study
+from mnist_study.runlock import LOCK_NAME, run_lock
+from mnist_study.schedule import discard_damaged, make_plan, run_plan
 from mnist_study.studies import load_study
 from mnist_study.study import Study, study_to_dict
 from mnist_study.training import fused
@@ -99,25 +106,50 @@ def run_study(study: Study | str | Path = "paper", *, seeds: list[int] | int = (
     run_dir = Path(out) if out is not None else new_run_dir(study, runs_dir)
     if (run_dir / "study.json").is_file():
         return resume_run(run_dir, device=device, data_dir=data_dir, workers=workers, progress=progress,
-                          on_event=on_event, seeds=seeds, expected_study=study)
-    if run_dir.exists() and any(run_dir.iterdir()):
+                          on_event=on_event, seeds=seeds, expected_study=study, command=command)
+    if run_dir.exists() and not _only_startup_files(run_dir):
         raise RunError(f"{run_dir} exists and is not a run directory; choose an empty or new --out")
     setup = _prepare(study, device, data_dir, workers, progress, study_source)  # before any file is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "study.json", study_to_dict(study))
-    manifest = {"study_source": study_source} if study_source else {}
-    return _execute(run_dir, study, seeds, setup, progress, on_event, command, manifest)
+    make_dir(run_dir)
+    with run_lock(run_dir, command):
+        if (run_dir / "study.json").is_file():
+            raise RunError(f"{run_dir} was started by another process meanwhile; "
+                           f"continue it with `mnist-study run --resume {run_dir}`")
+        # The seeds and the data first, then study.json, which makes the folder a run: a run killed
+        # between the two is resumed with all its seeds on its own data, never with defaults.
+        manifest = {"study_source": study_source} if study_source else {}
+        write_json(run_dir / "manifest.json", {**manifest, "study": study.name, "seeds": seeds,
+                                               "data": _data_record(setup.dataset), "complete": False})
+        write_json(run_dir / "study.json", study_to_dict(study))
+        return _execute(run_dir, study, seeds, setup, progress, on_event, command, manifest)
+
+
+def _only_startup_files(run_dir: Path) -> bool:
+    """Whether `run_dir` holds nothing but what a run killed before its study.json leaves behind."""
+    return all(p.name in (LOCK_NAME, "manifest.json") or (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))
+               for p in run_dir.iterdir())
 
 
 def resume_run(run_dir: str | Path, *, device: str = "auto", data_dir: str | Path | None = None,
                workers: int | None = None, progress: bool = True, on_event: EventFn | None = None,
                seeds: list[int] | None = None, expected_study: Study | None = None,
                command: str | None = None) -> Path:
-    """Finish an interrupted run: only the front-ends and seeds that are missing are computed."""
+    """Finish an interrupted run: only the front-ends and seeds that are missing (or damaged) are computed.
+
+    Raises RunInUseError when another process is running or reporting on `run_dir`.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "study.json").is_file():
         raise RunError(f"cannot resume {run_dir}: it has no study.json, so it is not a run directory")
-    study = load_run(run_dir).study
+    with run_lock(run_dir, command):
+        return _resume_locked(run_dir, device, data_dir, workers, progress, on_event, seeds, expected_study,
+                              command)
+
+
+def _resume_locked(run_dir: Path, device: str, data_dir, workers: int | None, progress: bool,
+                   on_event: EventFn | None, seeds: list[int] | None, expected_study: Study | None,
+                   command: str | None) -> Path:
+    study = read_study(run_dir)
     if expected_study is not None and study_to_dict(expected_study) != study_to_dict(study):
         raise RunError(f"{run_dir} holds a run of a different study ({study.name}); choose another --out")
     manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
@@ -154,9 +186,36 @@ def _prepare(study: Study, device: str, data_dir, workers: int | None, progress:
     return _Setup(dev, default_workers(dev) if workers is None else workers, dataset, time.perf_counter() - t0)
 
 
+def _data_record(dataset: Dataset) -> dict:
+    return {"source": dataset.source, "verified": dataset.verified, "digests": dataset.digests}
+
+
 def _execute(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, progress: bool,
              on_event: EventFn | None, command: str | None, manifest: dict) -> Path:
+    """Do what is missing, under the run's lock. A write that fails names its file and the resume command."""
+    try:
+        return _execute_plan(run_dir, study, seeds, setup, progress, on_event, command, manifest)
+    except WriteError as error:
+        raise WriteError(f"{error}, then continue with `mnist-study run --resume {run_dir}` "
+                         "(every finished result is intact)") from None
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _tidy(run_dir: Path, study: Study, seeds: list[int], progress: bool) -> None:
+    """Clear what an earlier, interrupted process left half done, so that it is redone."""
+    remove_partial_writes(run_dir)  # temporary files of writes cut short; no one else writes here now
+    for path, problem in discard_damaged(study, seeds, run_dir):
+        _say(progress, f"{path} is damaged ({problem}); redoing it")
+
+
+def _execute_plan(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, progress: bool,
+                  on_event: EventFn | None, command: str | None, manifest: dict) -> Path:
     started = time.perf_counter() - setup.data_seconds
+    _tidy(run_dir, study, seeds, progress)
     dev, workers, dataset = setup.device, setup.workers, setup.dataset
     stages = dict(manifest.get("stages", {}))
     stages["data"] = setup.data_seconds
@@ -169,7 +228,7 @@ def _execute(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, progr
         "workers": workers,
         "versions": package_versions(),
         "git_commit": git_commit(),
-        "data": {"source": dataset.source, "verified": dataset.verified, "digests": dataset.digests},
+        "data": _data_record(dataset),
         "stages": stages,
         "complete": False,
     })
@@ -189,11 +248,13 @@ def _execute(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, progr
 
         bar = TrainingProgress(study, plan)
         events = bar.update
+    ended = False
     try:
         if bar:
             bar.start()
         with make_executor(workers, events) as executor:
             stages.update(run_plan(plan, run_dir, dataset.source, str(dev), executor))
+        ended = True
     finally:
         if bar:
             bar.stop()
@@ -201,5 +262,10 @@ def _execute(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, progr
         manifest["stages"] = stages
         missing = [(e.name, s) for e in study.experiments for s in seeds if not is_finished(run_dir, e.name, s)]
         manifest["complete"] = not missing
-        write_json(run_dir / "manifest.json", manifest)
+        try:
+            write_json(run_dir / "manifest.json", manifest)
+        except WriteError:
+            if ended:
+                raise
+            # Already ending on an error, which says more; the resume writes the manifest again.
     return run_dir

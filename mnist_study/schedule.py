@@ -2,7 +2,8 @@
 
 A front-end is fitted once for every group of experiments that share it; an experiment trains as
 soon as its front-end is on disk. Only what is missing from the run directory is planned, which is
-what makes `--resume` (on any executor) do just the rest.
+what makes `--resume` (on any executor) do just the rest; a seed or front-end whose files do not
+read back counts as missing (`discard_damaged` first removes its completion marker).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_study.executor import Executor
-from mnist_study.results import experiment_dir, is_finished
+from mnist_study.integrity import frontend_problem, seed_problem
+from mnist_study.results import experiment_dir, frontend_ready, is_finished, seed_dir
 from mnist_study.study import Experiment, Study
 from mnist_study.tasks import FitFrontend, StageTime, TrainSeeds
 
@@ -46,7 +48,7 @@ def make_plan(study: Study, seeds: list[int], run_dir: Path) -> Plan:
         by_key.setdefault(e.frontend_key(), []).append(e)
     frontends = []
     for group in by_key.values():
-        missing = [e.name for e in group if not (experiment_dir(run_dir, e.name) / "frontend.json").is_file()]
+        missing = [e.name for e in group if not frontend_ready(run_dir, e.name)]
         if missing:
             frontends.append((group[0], missing))
     training = []
@@ -59,6 +61,26 @@ def make_plan(study: Study, seeds: list[int], run_dir: Path) -> Plan:
     # Longest first, so the widest networks do not start last and leave a core idle.
     training.sort(key=lambda t: -cost(t[0]) * len(t[1]))
     return Plan(frontends, training)
+
+
+def discard_damaged(study: Study, seeds: list[int], run_dir: Path) -> list[tuple[Path, str]]:
+    """Remove the completion marker of every seed and front-end whose files do not read back.
+
+    They then count as missing, for readers too, until they are redone. Returns each damaged file
+    and what was wrong with it. Only for the process holding the run's lock.
+    """
+    damaged = []
+    for e in study.experiments:
+        directory = experiment_dir(run_dir, e.name)
+        if (directory / "frontend.json").is_file() and (problem := frontend_problem(directory)):
+            damaged.append(problem)
+            (directory / "frontend.json").unlink()
+        for seed in seeds:
+            marker = seed_dir(run_dir, e.name, seed) / "metrics.json"
+            if marker.is_file() and (problem := seed_problem(marker.parent)):
+                damaged.append(problem)
+                marker.unlink()
+    return damaged
 
 
 def _priority(task: FitFrontend | TrainSeeds, experiments: dict[str, Experiment]) -> tuple[bool, float]:

@@ -31,9 +31,13 @@ from mnist_study.training.frontends import FrontendConfigBase, RawPixelsConfig, 
 from mnist_study.training.trainer import TrainConfig
 
 
+MAX_EXPERIMENTS = 1000  # far beyond any study's needs; refused before one is built (see studies/)
+
+
 class _Strict(BaseModel):
     # strict: `hidden = "64"` is an error, not 64; integers are still accepted where floats are.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # allow_inf_nan=False: TOML's `inf` and `nan` are numbers no setting can use.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _frontend_config(value):
@@ -78,7 +82,7 @@ class Experiment(_Strict):
     validation_size: int = Field(5000, ge=1, description="how many training images are held out")
     train_size: int | None = Field(None, ge=1, description="use only the first this many of the remaining "
                                                           "training images (quick studies)")
-    batch_size: int = Field(32, ge=1, description="images per RMSprop step")
+    batch_size: int = Field(32, ge=1, le=1 << 20, description="images per RMSprop step")
     learning_rate: float = Field(1e-3, gt=0, description="RMSprop's learning rate (rho 0.9, epsilon 1e-7)")
     reference: Reference | None = Field(None, description="published figures to set beside ours")
 
@@ -128,7 +132,8 @@ class Study(_Strict):
     reference_source: str = Field("reference", min_length=1, max_length=40,
                                   description="whose figures `reference` holds, as the tables name them "
                                               "(e.g. \"paper\")")
-    experiment: list[Experiment] = Field(min_length=1, description="the networks to train, one table each")
+    experiment: list[Experiment] = Field(min_length=1, max_length=MAX_EXPERIMENTS,
+                                         description="the networks to train, one table each")
     claim: list[Claim] = Field([], description="statements to test over seeds (see [[claim]])")
     note: list[Note] = Field([], description="notes for the report (see [[note]])")
 
@@ -159,9 +164,11 @@ class Study(_Strict):
                 problems.append(f"experiment {e.name!r} > train_size: {e.train_size:,} is more than the "
                                 f"{n_train - e.validation_size:,} training images left after holding out "
                                 f"{e.validation_size:,} for validation")
+        where = source or f"study {self.name!r}"
+        if len(problems) == 1:
+            raise StudyError(f"{where} does not fit this dataset: {problems[0]}")
         if problems:
-            raise StudyError(f"{source or f'study {self.name!r}'} does not fit this dataset:\n"
-                             + "\n".join(f"  - {p}" for p in problems))
+            raise StudyError(f"{where} does not fit this dataset:\n" + "\n".join(f"  - {p}" for p in problems))
 
     @property
     def has_references(self) -> bool:

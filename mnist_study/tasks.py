@@ -5,7 +5,7 @@ Each task is a frozen dataclass (picklable, so an executor can send it to a work
 how long it took. Progress goes out through `emit` as plain dict events:
 
     frontend-start, frontend-progress (done, total, unit), frontend-done (seconds),
-    epoch (task, epoch, active, seeds, val_accuracy), seed-done (seed, test_accuracy, epochs)
+    epoch (task, epoch, active, seeds, val_accuracy), seed-done (seed, test_accuracy, epochs, diverged)
 
 Events name their experiment; an experiment's seeds may be split over several tasks (`task`).
 """
@@ -28,7 +28,7 @@ from mnist_study.study import Experiment
 from mnist_study.training.evaluate import evaluate
 from mnist_study.training.frontends import FRONTENDS, load_frontend, save_frontend
 from mnist_study.training.model import MLP
-from mnist_study.training.trainer import Split, train_seeds
+from mnist_study.training.trainer import Split, TrainResult, train_seeds
 
 
 @dataclass(frozen=True)
@@ -106,15 +106,30 @@ def fit_frontend_task(run_dir: str, experiment: dict, targets: list[str], data_d
     return StageTime(f"frontend/{exp.frontend.kind}:{exp.name}", seconds)
 
 
+def divergence(result: TrainResult) -> dict | None:
+    """metrics.json's `diverged`: None for a network that trained normally; else the epoch whose loss
+    was NaN or infinite, and the last epoch with finite metrics (0 and None when it was the first)."""
+    if result.diverged_epoch is None:
+        return None
+    last = result.epochs_run  # the diverging epoch is not in the history: the last one there is finite
+    finite = {key: values[-1] for key, values in result.history.items()} if last else None
+    return {"epoch": result.diverged_epoch, "last_finite_epoch": last, "last_finite": finite}
+
+
 def train_task(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, device: str,
                on_event: EventFn | None = None) -> StageTime:
     """Train the given seeds of one experiment together, evaluate each, write its results."""
-    return _train(run_dir, experiment, seeds, data_dir, device, on_event)
+    # Tiny RMSprop accumulators otherwise slow every step; the setting is process-wide, so it is
+    # undone afterwards for whatever else runs in this process.
+    torch.set_flush_denormal(True)
+    try:
+        return _train(run_dir, experiment, seeds, data_dir, device, on_event)
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _train(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, device: str,
            on_event: EventFn | None) -> dict:
-    torch.set_flush_denormal(True)  # tiny RMSprop accumulators otherwise slow every step
     exp = Experiment.model_validate(experiment)
     start = time.perf_counter()
     splits = make_splits(_dataset(data_dir), exp.validation, exp.validation_size, exp.train_size)
@@ -128,7 +143,8 @@ def _train(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, devi
 
     def on_epoch(epoch, states):
         active = [s for s in states if not s.stopped]
-        best = max(s.history["val_accuracy"][-1] for s in states)
+        # A seed that diverged in its first epoch has no finite epoch to show.
+        best = max((s.history["val_accuracy"][-1] for s in states if s.history["val_accuracy"]), default=0.0)
         _emit({"kind": "epoch", "experiment": exp.name, "task": task, "epoch": epoch, "active": len(active),
                "seeds": len(states), "val_accuracy": best}, on_event)
 
@@ -149,7 +165,9 @@ def _train(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, devi
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
             "train_seconds": train_seconds / len(results), "evaluate_seconds": time.perf_counter() - t0,
             "seeds_trained_together": len(results), "device": device,
+            "diverged": divergence(result),
         })
         _emit({"kind": "seed-done", "experiment": exp.name, "seed": result.seed,
-               "test_accuracy": ev.accuracy["test"], "epochs": result.epochs_run}, on_event)
+               "test_accuracy": ev.accuracy["test"], "epochs": result.epochs_run,
+               "diverged": result.diverged_epoch}, on_event)
     return StageTime(f"train/{exp.name}", time.perf_counter() - start)

@@ -147,7 +147,7 @@ def test_memory_sampler_sees_a_workers_own_peak():
     peak = memory.result()
     assert peak["workers_mib"] >= 80
     assert peak["total_mib"] >= peak["workers_mib"]
-    assert 0 < peak["self_mib"] < peak["total_mib"]
+    assert 0 < peak["self_mib"] <= peak["total_mib"]
 
 
 def _fake_study_run(workers: int, seeds: list[int], wall: float) -> dict:

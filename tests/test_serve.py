@@ -1,7 +1,9 @@
-"""Tests for mnist_study.serving.server: the JSON API's answers to good and bad input, and the drawing page.
+"""Tests for mnist_study.serving.server: the JSON API's answers to good and bad input, its limits
+(size, rate, slow clients), the warning for a server reachable from the network, and the drawing page.
 
 The browser test drives headless Chromium through Selenium; it is skipped where chromium or
-chromedriver is missing.
+chromedriver is missing. tests/test_server_fuzz.py fuzzes the OpenAPI schema; tests/test_server_soak.py
+(make soak) holds 50 clients for 10 minutes.
 """
 
 import io
@@ -11,6 +13,7 @@ import socket
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ with warnings.catch_warnings():  # Starlette's TestClient prefers httpx2; httpx 
     from fastapi.testclient import TestClient
 
 from mnist_study.errors import RunError
-from mnist_study.serving.server import MAX_BODY_BYTES, create_app
+from mnist_study.serving.server import MAX_BODY_BYTES, Limits, RateLimit, create_app, server_config
 
 from conftest import synthetic_digits, train_study
 
@@ -195,6 +198,25 @@ def test_unknown_models_are_404(tiny_client):
           "unknown_model")
 
 
+def test_a_model_is_named_once_and_exactly(tiny_client):
+    pixels = (synthetic_digits(1, seed=5)[0][0] / 255.0).tolist()
+    drawing = ("d.png", as_drawing(synthetic_digits(1, seed=5)[0][0]), "image/png")
+    assert "two models" in error(tiny_client.post("/api/predict?model=raw8", json={"pixels": pixels, "model": "pca8"}),
+                                 422, "invalid_request")
+    assert tiny_client.post("/api/predict?model=pca8", json={"pixels": pixels, "model": "pca8"}).json()["model"] == "pca8"
+    error(tiny_client.post("/api/predict?model=", json={"pixels": pixels}), 404, "unknown_model")
+    error(tiny_client.post("/api/predict", json={"pixels": pixels, "model": ""}), 404, "unknown_model")
+    # a form's unset field comes empty: the default model, as the drawing page expects
+    answer = tiny_client.post("/api/predict", files={"image": drawing}, data={"model": ""})
+    assert answer.status_code == 200 and answer.json()["model"] == tiny_client.get("/api/models").json()["default"]
+    error(tiny_client.post("/api/predict", files={"image": drawing, "model": ("m.txt", b"raw8", "text/plain")}),
+          400, "bad_request")  # one file only: the image
+    # JSON numbers and booleans, as the schema says; no "0.5" for 0.5, no 1 for true
+    error(tiny_client.post("/api/predict", json={"pixels": pixels, "preprocess": 1}), 422, "invalid_request")
+    error(tiny_client.post("/api/predict", json={"pixels": [[str(v) for v in row] for row in pixels]}), 422,
+          "invalid_request")
+
+
 def test_a_folder_that_is_not_a_run_fails_at_once(tmp_path):
     with pytest.raises(RunError, match="not a run directory"):
         create_app(tmp_path)
@@ -212,22 +234,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(run_dir):
+@contextmanager
+def serving(run_dir, limits: Limits = Limits()):
+    """The app of `run_dir` under uvicorn, configured as `serve` configures it, on 127.0.0.1 in a
+    thread of this process; its base URL, until the block ends."""
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(run_dir), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(run_dir, limits), "127.0.0.1", port, limits, "warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                pytest.fail("the server did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(run_dir):
+    with serving(run_dir) as url:
+        yield url
 
 
 @pytest.mark.browser
@@ -273,3 +305,197 @@ def test_drawing_shows_prediction_and_activations(live_server, tmp_path):
         assert "bad" not in (driver.find_element(By.ID, "status").get_attribute("class") or "")
     finally:
         driver.quit()
+
+
+# --- limits: malformed bodies, rate, slow clients, the network -----------------------------------
+
+
+def test_malformed_multipart_is_400_and_unknown_fields_422(tiny_client):
+    garbled = b"--b\r\nnot a header line\r\n\r\nx\r\n--b--\r\n"
+    assert "multipart" in error(tiny_client.post("/api/predict", content=garbled,
+                                                 headers={"content-type": "multipart/form-data; boundary=b"}),
+                                400, "bad_request")
+    drawing = ("d.png", as_drawing(synthetic_digits(1, seed=5)[0][0]), "image/png")
+    assert "colour" in error(tiny_client.post("/api/predict", files={"image": drawing}, data={"colour": "red"}),
+                             422, "invalid_request")  # as unknown JSON keys are
+
+
+def test_framework_errors_keep_the_error_shape(tiny_run, tiny_client):
+    error(tiny_client.get("/api/nothing"), 404, "not_found")
+    answer = tiny_client.get("/api/predict")
+    error(answer, 405, "method_not_allowed")
+    assert answer.headers["allow"] == "POST"
+    app = create_app(tiny_run)  # FastAPI's own parameter validation, on a typed parameter added here
+
+    @app.get("/typed")
+    async def typed(n: int) -> int:
+        return n
+
+    with TestClient(app) as client:
+        assert "n" in error(client.get("/typed?n=seven"), 422, "invalid_request")
+
+
+def asgi_status(app, client: str = "10.0.0.1", path: str = "/api/predict") -> tuple[int, dict]:
+    """Status and headers of one POST through the ASGI callable `app`, as if from `client`."""
+    import asyncio
+
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [], "client": (client, 40000)}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0].get("headers", [])}
+
+
+async def accept(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_rate_limit_is_a_token_bucket_per_client():
+    now = [0.0]
+    limiter = RateLimit(accept, per_minute=60, burst_s=5, clock=lambda: now[0], max_clients=2)  # 1/s, bursts of 5
+    assert [asgi_status(limiter)[0] for _ in range(6)] == [200] * 5 + [429]
+    status, headers = asgi_status(limiter)
+    assert status == 429 and headers["retry-after"] == "1"
+    assert asgi_status(limiter, client="10.0.0.2")[0] == 200  # another client has its own bucket
+    assert all(asgi_status(limiter, path="/health")[0] == 200 for _ in range(20))  # never counted
+    now[0] = 2.0  # two seconds refill two requests
+    assert [asgi_status(limiter)[0] for _ in range(3)] == [200, 200, 429]
+    now[0] = 1000.0
+    assert [asgi_status(limiter)[0] for _ in range(6)] == [200] * 5 + [429]
+    asgi_status(limiter, client="10.0.0.3")  # a third client: more than max_clients, so full buckets go
+    assert set(limiter.buckets) == {"10.0.0.1", "10.0.0.3"}
+    unlimited = RateLimit(accept, per_minute=0)
+    assert all(asgi_status(unlimited)[0] == 200 for _ in range(100))
+
+
+def test_rate_limit_in_the_app(tiny_run):
+    limited = create_app(tiny_run, Limits(requests_per_minute=6))  # a burst of 1, then one every 10 s
+    with TestClient(limited) as client:
+        assert client.get("/api/models").status_code == 200
+        answer = client.get("/api/models")
+        assert "6 requests a minute" in error(answer, 429, "rate_limited")
+        assert int(answer.headers["retry-after"]) == 10
+        assert client.get("/health").status_code == 200
+    assert "429" in limited.openapi()["paths"]["/api/predict"]["post"]["responses"]
+    unlimited = create_app(tiny_run, Limits(requests_per_minute=0))
+    with TestClient(unlimited) as client:
+        assert all(client.get("/api/models").status_code == 200 for _ in range(20))
+    assert "429" not in unlimited.openapi()["paths"]["/api/predict"]["post"]["responses"]
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or resets it)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_slow_clients_do_not_hold_up_others_and_are_cut_off(tiny_run):
+    import httpx
+
+    limits = Limits(header_timeout_s=3, body_timeout_s=3)
+    with serving(tiny_run, limits) as url:
+        port = int(url.rsplit(":", 1)[1])
+
+        def connect(first: bytes) -> socket.socket:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+            sock.sendall(first)
+            return sock
+
+        started = time.monotonic()
+        silent = [connect(b"") for _ in range(3)]  # connect, then nothing
+        headers = [connect(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nX-Slow: ") for _ in range(3)]  # never ends
+        bodies = [connect(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 5000\r\n\r\n{") for _ in range(3)]  # a byte at a time
+        stop = threading.Event()
+
+        def trickle():
+            while not stop.wait(0.1):
+                for sock in headers + bodies:
+                    try:
+                        sock.send(b"a" if sock in headers else b" ")
+                    except OSError:  # cut off by the server
+                        pass
+
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        try:
+            time.sleep(0.3)
+            pixels = (synthetic_digits(1, seed=5)[0][0] / 255.0).tolist()
+            with httpx.Client(base_url=url, timeout=5) as client:
+                for _ in range(3):
+                    start = time.monotonic()
+                    assert client.get("/health").status_code == 200
+                    answer = client.post("/api/predict", json={"pixels": pixels})
+                    assert answer.status_code == 200, answer.text
+                    assert time.monotonic() - start < 2
+            assert time.monotonic() - started < limits.header_timeout_s  # while every slow client was connected
+            huge = connect(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * 20_000)  # and still coming
+            assert read_until_closed(huge).startswith(b"HTTP/1.1 400")  # over h11's 16 KiB for unfinished headers
+            huge.close()
+            for sock in bodies:
+                answer = read_until_closed(sock)
+                assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+            for sock in silent + headers:
+                assert read_until_closed(sock) == b""
+            assert time.monotonic() - started < limits.header_timeout_s + 5
+        finally:
+            stop.set()
+            trickler.join()
+            for sock in silent + headers + bodies:
+                sock.close()
+
+
+@pytest.fixture
+def no_server(monkeypatch):
+    """uvicorn's Server.run records its config instead of listening; torch's threads are restored."""
+    import torch
+    import uvicorn
+
+    configs = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *args, **kwargs: configs.append(self.config))
+    threads = torch.get_num_threads()
+    yield configs
+    torch.set_num_threads(threads)
+
+
+def test_a_server_reachable_from_the_network_warns(tiny_run, no_server, capsys):
+    from mnist_study.serving.server import serve
+
+    for host in ("127.0.0.1", "localhost", "::1"):
+        serve(tiny_run, host=host, port=8123)
+        assert "reachable from the network" not in capsys.readouterr().err
+    for host in ("0.0.0.0", "::", "192.168.1.20", "my-laptop.local"):
+        serve(tiny_run, host=host, port=8123)
+        assert "reachable from the network" in capsys.readouterr().err
+    assert [config.host for config in no_server][-1] == "my-laptop.local"
+    assert no_server[0].http.header_timeout_s == Limits().header_timeout_s
+
+
+def test_serve_command_sets_the_rate_limit_and_warns(tiny_run, no_server):
+    from typer.testing import CliRunner
+
+    from mnist_study.cli import app
+
+    def rate(config) -> int:
+        return next(m.kwargs["per_minute"] for m in config.app.user_middleware if m.cls is RateLimit)
+
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), "--host", "0.0.0.0", "--max-requests-per-minute", "30"])
+    assert result.exit_code == 0, result.output
+    assert "reachable from the network" in result.stderr
+    assert rate(no_server[-1]) == 30
+    result = CliRunner().invoke(app, ["serve", str(tiny_run)])
+    assert result.exit_code == 0 and "reachable" not in result.output
+    assert rate(no_server[-1]) == Limits().requests_per_minute  # the CLI's default is the library's
+    assert CliRunner().invoke(app, ["serve", str(tiny_run), "--max-requests-per-minute", "-1"]).exit_code == 2

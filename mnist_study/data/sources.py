@@ -25,15 +25,14 @@ Example
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mnist_study.data.digits import IMAGE_SIDE
-from mnist_study.data.idx import parse_idx, read_idx_bytes
+from mnist_study.data.digits import IMAGE_SIDE, N_CLASSES
+from mnist_study.data.idx import read_idx_file, read_idx_header
 from mnist_study.errors import DataError
 
 # SHA-256 of the *uncompressed* files, so gzipped and raw copies verify alike.
@@ -173,35 +172,30 @@ def read_dataset(
         How to fix a bad file; ends every error message.
     """
     directory = Path(directory)
-    arrays: dict[str, np.ndarray] = {}
     paths: dict[str, Path] = {}
-    digests: dict[str, str] = {}
     for name in MNIST_FILES:
         path = find_file(directory, name)
         if path is None:
             raise DataError(f"{directory / name}[.gz] is missing. {hint}")
-        data = read_idx_bytes(path, hint=hint)
-        arrays[name] = parse_idx(data, path, ndim=3 if "idx3" in name else 1, hint=hint)
         paths[name] = path
-        digests[name] = hashlib.sha256(data).hexdigest()
+    # Headers first: files that do not fit together are refused before any payload is read, so a
+    # wrong or hostile file costs nothing however large it claims to be.
+    shapes = {name: read_idx_header(path, ndim=_ndim(name), hint=hint) for name, path in paths.items()}
+    for split in ("train", "t10k"):
+        images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+        _check_pair(shapes[images], shapes[labels], paths[images], paths[labels], hint)
+    arrays: dict[str, np.ndarray] = {}
+    digests: dict[str, str] = {}
+    for name, path in paths.items():
+        loaded = read_idx_file(path, ndim=_ndim(name), hint=hint)
+        arrays[name], digests[name] = loaded.array, loaded.sha256
         if require_mnist and digests[name] != MNIST_SHA256[name]:
             raise DataError(
                 f"{path} is not MNIST's {name}: its uncompressed SHA-256 is {digests[name]}, "
                 f"expected {MNIST_SHA256[name]}. {hint}"
             )
-    for split in ("train", "t10k"):
-        images, labels = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
-        images_path = paths[f"{split}-images-idx3-ubyte"]
-        if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-            raise DataError(
-                f"{images_path} holds {images.shape[1]}x{images.shape[2]} images; mnist-study "
-                f"needs 28x28, as in MNIST. {hint}"
-            )
-        if len(labels) != len(images):
-            raise DataError(
-                f"{paths[f'{split}-labels-idx1-ubyte']} has {len(labels)} labels but "
-                f"{images_path} has {len(images)} images; they must pair up. {hint}"
-            )
+        if "labels" in name:
+            _check_labels(arrays[name], path, hint)
     return Dataset(
         train_images=arrays["train-images-idx3-ubyte"],
         train_labels=arrays["train-labels-idx1-ubyte"],
@@ -211,6 +205,38 @@ def read_dataset(
         digests=digests,
         verified=all(digests[name] == MNIST_SHA256[name] for name in MNIST_FILES),
     )
+
+
+def _ndim(name: str) -> int:
+    return 3 if "idx3" in name else 1
+
+
+def _check_pair(images: tuple[int, ...], labels: tuple[int, ...], images_path: Path, labels_path: Path,
+                hint: str) -> None:
+    """Images must be N x 28 x 28, N at least 1, and there must be one label for each."""
+    if images[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise DataError(
+            f"{images_path} holds {images[1]}x{images[2]} images; mnist-study needs 28x28, as in "
+            f"MNIST. {hint}"
+        )
+    if images[0] == 0:
+        raise DataError(f"{images_path} holds no images; a split needs at least one. {hint}")
+    if labels[0] != images[0]:
+        raise DataError(
+            f"{labels_path} has {labels[0]} labels but {images_path} has {images[0]} images; they "
+            f"must pair up. {hint}"
+        )
+
+
+def _check_labels(labels: np.ndarray, path: Path, hint: str) -> None:
+    """Every label must name a class: a 200 would otherwise index past the network's outputs."""
+    bad = np.flatnonzero(labels >= N_CLASSES)
+    if bad.size:
+        first = int(bad[0])
+        raise DataError(
+            f"{path} holds labels outside the classes 0-{N_CLASSES - 1}: {bad.size} of them, the "
+            f"first at index {first} (value {int(labels[first])}). {hint}"
+        )
 
 
 def load_dataset(

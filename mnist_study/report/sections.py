@@ -16,7 +16,7 @@ import numpy as np
 
 from mnist_study.data.sources import Dataset
 from mnist_study.report import analysis, figures, maps
-from mnist_study.report.summary import AccuracyRow, accuracy_rows, has_reference_figures
+from mnist_study.report.summary import AccuracyRow, accuracy_rows, diverged_epoch, has_reference_figures
 from mnist_study.results import SPLITS, RunResults, SeedResult
 from mnist_study.study import Experiment
 
@@ -146,7 +146,7 @@ def experiment_section(e: Experiment, result: SeedResult, inputs: ExperimentInpu
         "name": e.name, "title": e.title, "anchor": f"exp-{e.name}", "seed": result.seed, "n_seeds": n_seeds,
         "summary": (f"{e.frontend.describe()}, {e.hidden} hidden node{'s' if e.hidden != 1 else ''}, "
                     f"λ = {e.l2:g}; seed {result.seed}: test accuracy {result.accuracy('test'):.2f}%, "
-                    f"{m['epochs_run']} epochs, weights of epoch {m['best_epoch']} kept"),
+                    + _training_summary(m)),
         "confusion_img": uri(figures.confusion_heatmap(result.confusion, f"{e.name}: test-set confusion matrix")),
         "report_rows": _report_table(result.classification_report),
         "report_accuracy": num(result.classification_report.get("accuracy"), 4),
@@ -162,6 +162,16 @@ def experiment_section(e: Experiment, result: SeedResult, inputs: ExperimentInpu
                                                         f"({a} as {b}: {int(result.confusion[a, b])}, "
                                                         f"{b} as {a}: {int(result.confusion[b, a])})"))},
     }
+
+
+def _training_summary(metrics: dict) -> str:
+    """How a seed's training ended: its epochs and kept weights, and, when it diverged, where."""
+    kept = "the initial weights kept" if metrics["best_epoch"] == 0 else f"weights of epoch {metrics['best_epoch']} kept"
+    epoch = diverged_epoch(metrics)
+    if epoch is None:
+        return f"{metrics['epochs_run']} epochs, {kept}"
+    return (f"DIVERGED in epoch {epoch} (its loss was NaN or infinite) after {metrics['epochs_run']} finite "
+            f"epoch{'s' if metrics['epochs_run'] != 1 else ''}; training stopped there, {kept}")
 
 
 def hidden_section(e: Experiment, result: SeedResult, inputs: ExperimentInputs, tsne_points,

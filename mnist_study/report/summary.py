@@ -8,7 +8,7 @@ the rows) and the HTML report all read the same numbers, formatted by the same f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from rich import box
@@ -55,6 +55,12 @@ class AccuracyRow:
     test: SplitSummary
     epochs: list[int]  # epochs run, per seed
     train_seconds: list[float]  # per seed
+    diverged: list[int | None] = field(default_factory=list)  # per seed: the epoch its loss became NaN
+    # or infinite (training stopped there, keeping the weights from before it), None if it did not
+
+    @property
+    def diverged_seeds(self) -> list[int]:
+        return [seed for seed, epoch in zip(self.seeds, self.diverged) if epoch is not None]
 
     def split(self, name: str) -> SplitSummary:
         if name not in SPLITS:
@@ -63,7 +69,12 @@ class AccuracyRow:
 
     @property
     def epochs_text(self) -> str:
-        return format_epochs(self.epochs)
+        """The epochs cell; a seed that diverged is counted after it, e.g. "2–5 (1 diverged)"."""
+        text = format_epochs(self.epochs)
+        count = len(self.diverged_seeds)
+        if count:
+            text += " (diverged)" if count == len(self.seeds) else f" ({count} diverged)"
+        return text
 
     @property
     def mean_train_seconds(self) -> float | None:
@@ -129,8 +140,15 @@ def accuracy_rows(run: RunResults, confidence: float = 0.95) -> list[AccuracyRow
             seeds=[r.seed for r in results], **splits,
             epochs=[r.metrics["epochs_run"] for r in results],
             train_seconds=[r.metrics["train_seconds"] for r in results],
+            diverged=[diverged_epoch(r.metrics) for r in results],
         ))
     return rows
+
+
+def diverged_epoch(metrics: dict) -> int | None:
+    """The epoch a seed's loss became NaN or infinite (metrics.json's `diverged`), or None."""
+    diverged = metrics.get("diverged")  # absent in runs made before divergence was recorded
+    return diverged["epoch"] if isinstance(diverged, dict) else None
 
 
 def claim_rows(run: RunResults, alpha: float = 0.05) -> list[ClaimRow]:
@@ -182,8 +200,11 @@ def accuracy_table(rows: list[AccuracyRow], title: str = "Accuracy (%)",
     several = any(len(r.seeds) > 1 for r in rows)
     references = has_reference_figures(rows)
     source = escape(reference_source)
+    diverged = any(r.diverged_seeds for r in rows)
     caption = "; ".join(([("mean ± 95% CI half-width over seeds")] if several else [])
-                        + ([f"\\[{source}'s figure]; Δ = ours − {source}"] if references else []))
+                        + ([f"\\[{source}'s figure]; Δ = ours − {source}"] if references else [])
+                        + (["[red]diverged[/]: the loss became NaN or infinite and training stopped, "
+                            "keeping the weights from before"] if diverged else []))
     table = Table(title=title + (f", ours beside the {source}'s" if references else ""), box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True, caption=caption or None, padding=(0, 1))
     table.add_column("exp", no_wrap=True)
@@ -203,7 +224,7 @@ def accuracy_table(rows: list[AccuracyRow], title: str = "Accuracy (%)",
         if references:
             d = r.test.difference
             cells.append("—" if d is None else f"[{'green' if abs(d) <= 2 else 'yellow'}]{d:+.2f}[/]")
-        cells.append(r.epochs_text)
+        cells.append(f"[red]{r.epochs_text}[/]" if r.diverged_seeds else r.epochs_text)
         cells.append("—" if r.mean_train_seconds is None else f"{r.mean_train_seconds:.0f}")
         table.add_row(*cells)
     return table

@@ -82,8 +82,10 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
         stream = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
         try:
             # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; make both an error, and
-            # apply our own (lower) limit from the header, before anything is decoded.
+            # apply our own (lower) limit from the header, before anything is decoded. Its other
+            # warnings ("Truncated File Read") are about files it still reads, or fails to with an error.
             with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(stream) as opened:
                     width, height = opened.size
@@ -102,8 +104,9 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
             raise ImageTooLargeError(f"{name}: refused, the image is too large to decode safely ({error})") from None
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as error:  # unreadable, truncated or corrupt
-            raise ImageError(f"{name}: cannot be read ({error})") from None
+        except Exception as error:  # noqa: BLE001 -- Pillow's decoders raise OSError, SyntaxError,
+            # struct.error, IndexError and more on damaged files: each means "cannot be read"
+            raise ImageError(f"{name}: cannot be read ({type(error).__name__}: {error})") from None
     if image.width * image.height > max_pixels:
         raise ImageTooLargeError(f"{_describe(source)}: refused, {image.width}x{image.height} pixels is more "
                          f"than the limit of {max_pixels:,}")
@@ -117,15 +120,26 @@ def to_grey(image: Image.Image) -> np.ndarray:
 
     The paper colour for transparency is the opposite of the opaque pixels' mean, so dark ink on a
     transparent background (a typical drawing export) lands on white, and light ink on black.
+
+    Raises ImageError for a mode Pillow cannot make grey, or a float image holding NaN or infinity.
     """
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         grey = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(grey).all():
+            raise ImageError("the image holds NaN or infinite values")
         top = 1.0 if image.mode == "F" and grey.max(initial=0) <= 1 else (255.0 if grey.max(initial=0) <= 255 else 65535.0)
         return np.clip(grey / top, 0, 1)
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    if not has_alpha:  # PIL's convert("L") is ITU-R 601-2 luma, computed on uint8: a quarter the memory
-        return np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255)
-    la = np.asarray(image.convert("LA"), dtype=np.float32) / np.float32(255)
+    if image.mode == "LAB":  # Pillow converts LAB to nothing else; its first band is the lightness
+        return np.asarray(image.getchannel(0), dtype=np.float32) / np.float32(255)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
+    try:
+        if not has_alpha:  # PIL's convert("L") is ITU-R 601-2 luma, computed on uint8: a quarter the memory
+            return np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255)
+        # The premultiplied modes (La, RGBa) convert only to their straight twins first.
+        straight = image.convert({"La": "LA", "RGBa": "RGBA"}.get(image.mode, image.mode))
+        la = np.asarray(straight.convert("LA"), dtype=np.float32) / np.float32(255)
+    except ValueError as error:  # "conversion from <mode> to L not supported"
+        raise ImageError(f"images in Pillow's mode {image.mode!r} cannot be made greyscale ({error})") from None
     grey, alpha = la[..., 0], la[..., 1]
     opaque = alpha > 0.5
     ink_level = grey[opaque].mean() if opaque.any() else 0.0
@@ -133,30 +147,53 @@ def to_grey(image: Image.Image) -> np.ndarray:
     return (grey * alpha + paper * (1 - alpha)).astype(np.float32)
 
 
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
+
+
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    """An image array's values as float32 in [0, 1], by its dtype: bool, uint8 0-255, uint16
+    0-65535, other integers 0-255, floats 0-1. Anything else is an ImageError that says what was found."""
+    kind = array.dtype.kind
+    if kind == "b":
+        return array.astype(np.float32)
+    if array.dtype in (np.uint8, np.uint16):
+        return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
+    if kind in "iu":
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise ImageError(f"an integer image array must hold 0-255 (or be uint16, 0-65535); got values in "
+                             f"[{low}, {high}] of dtype {array.dtype}")
+        return array.astype(np.float32) / np.float32(255)
+    if kind == "f":
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+            values = array.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise ImageError("the image array holds NaN or infinite values")
+        if values.min() < 0 or values.max() > 1:
+            raise ImageError(f"a float image array must lie in [0, 1]; got values in [{values.min():g}, "
+                             f"{values.max():g}] (pass uint8 for 0-255)")
+        return values
+    raise ImageError(f"an image array must hold numbers (bool, integers or floats); got dtype {array.dtype}")
+
+
 def as_grey(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Any accepted source -> greyscale float32 (H, W) in [0, 1]."""
-    if isinstance(source, np.ndarray):
-        array = source
-        if array.ndim == 3 and array.shape[-1] in (3, 4):
-            if array.dtype == np.uint8:
-                return to_grey(Image.fromarray(array))
-            array = array[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        if array.ndim != 2:
-            raise ImageError(f"expected an image array of shape (H, W) or (H, W, 3|4), got {source.shape}")
-        if array.size > max_pixels:
-            raise ImageTooLargeError(f"refused, {array.shape[1]}x{array.shape[0]} pixels is more than the limit of {max_pixels:,}")
-        if array.size == 0:
-            raise NoDigitError("the image is empty (0 pixels)")
-        if array.dtype == np.uint8:
-            return array.astype(np.float32) / 255
-        array = array.astype(np.float32)
-        if not np.isfinite(array).all():
-            raise ImageError("the image array holds NaN or infinite values")
-        if array.min() < 0 or array.max() > 1:
-            raise ImageError(f"a float image array must lie in [0, 1]; got values in [{array.min():g}, "
-                             f"{array.max():g}] (pass uint8 for 0-255)")
-        return array
-    return to_grey(load_image(source, max_pixels))
+    if not isinstance(source, np.ndarray):
+        return to_grey(load_image(source, max_pixels))
+    array = np.asarray(source)  # a plain array, whatever subclass came in
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise ImageError(f"expected an image array of shape (H, W) or (H, W, 3|4), got {source.shape}")
+    height, width = array.shape[:2]
+    if height * width > max_pixels:
+        raise ImageTooLargeError(f"refused, {width}x{height} pixels is more than the limit of {max_pixels:,}")
+    if height * width == 0:
+        raise NoDigitError("the image is empty (0 pixels)")
+    if array.ndim == 3 and array.dtype == np.uint8:
+        return to_grey(Image.fromarray(np.ascontiguousarray(array)))  # RGBA: transparency becomes paper
+    values = _unit_range(array)
+    return values[..., :3] @ LUMA if values.ndim == 3 else values
 
 
 def _border(grey: np.ndarray) -> np.ndarray:
@@ -174,7 +211,7 @@ def paper_surface(grey: np.ndarray, keep: float = 0.6, rounds: int = 3) -> np.nd
     pixels closest to it lands on the paper. (On MNIST's black ground it is the flat 0.)
     """
     h, w = grey.shape
-    step = max(1, int(np.sqrt(h * w / 40_000)))  # fit on ~40,000 pixels of a large photo
+    step = max(1, int(np.sqrt(h * w / 4_000)))  # a plane needs few points: fit on ~4,000 of them
     rows, cols = np.mgrid[0:h:step, 0:w:step]
     values = grey[::step, ::step].ravel().astype(np.float64)
     design = np.column_stack([np.ones(values.size), rows.ravel() / h, cols.ravel() / w])
@@ -183,8 +220,9 @@ def paper_surface(grey: np.ndarray, keep: float = 0.6, rounds: int = 3) -> np.nd
         coef, *_ = np.linalg.lstsq(design[chosen], values[chosen], rcond=None)
         distance = np.abs(values - design @ coef)
         chosen = distance <= np.quantile(distance, keep)
-    full_rows, full_cols = np.mgrid[0:h, 0:w]
-    return (coef[0] + coef[1] * full_rows / h + coef[2] * full_cols / w).astype(np.float32)
+    row_term = (coef[0] + coef[1] * np.arange(h) / h).astype(np.float32)
+    col_term = (coef[2] * np.arange(w) / w).astype(np.float32)
+    return row_term[:, None] + col_term[None, :]
 
 
 def majority_3x3(mask: np.ndarray) -> np.ndarray:

@@ -7,12 +7,14 @@ Check grammar (keywords and split names are case-insensitive, whitespace is free
     term   := EXP "." SPLIT [ ("+" | "-") NUMBER ] | NUMBER ["%"]
     EXP    := letters, digits, "-" and "_"   SPLIT := train | validation | test
 
-Numbers are accuracies in percent, or percentage points for offsets and bounds. Write
+Numbers are accuracies in percent, or percentage points for offsets and bounds; a number too
+large to be a finite float (hundreds of digits) is a syntax error, not infinity. Write
 ``D = left - right`` (offsets included); `mnist_study.stats.claims` says how each check is decided.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -78,7 +80,7 @@ class Check:
         return {t.experiment for t in (self.left, self.right) if t.experiment is not None}
 
 
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"  # ASCII digits only: \d also matches other scripts' digits
 _TOKEN = re.compile(
     rf"""
     (?P<ws>\s+)
@@ -160,7 +162,7 @@ class _Parser:
     def term(self) -> Term:
         kind, value = self.take()
         if kind == "number":
-            return Term(None, None, float(value.rstrip("%")))
+            return Term(None, None, _number(value))
         if kind == "word":
             raise CheckSyntaxError(
                 f"{value!r} is not EXPERIMENT.SPLIT (e.g. {value}.test) or a number"
@@ -179,7 +181,7 @@ class _Parser:
             kind, number = self.take()
             if kind != "number" or number.endswith("%"):
                 raise CheckSyntaxError(f"expected a number of points after {token[1]!r}")
-            offset = float(number) if token[1] == "+" else -float(number)
+            offset = _number(number) if token[1] == "+" else -_number(number)
         return Term(experiment, split.lower(), offset)
 
     def keyword(self, word: str) -> None:
@@ -194,7 +196,15 @@ class _Parser:
         token = self.peek()
         if token is not None and token[0] == "word" and token[1].lower() in _UNITS:
             self.take()
-        return float(value.rstrip("%"))
+        return _number(value)
+
+
+def _number(token: str) -> float:
+    """A number token's value (a trailing % is allowed and means nothing more than percent)."""
+    value = float(token.rstrip("%"))
+    if not math.isfinite(value):
+        raise CheckSyntaxError(f"the number {token[:20]}{'…' if len(token) > 20 else ''} is too large")
+    return value
 
 
 def parse_check(text: str) -> Check:

@@ -20,11 +20,15 @@ keeps just those inherited experiments (and the base's claims and notes that nam
 never depends on the file it came from.
 
 Errors name the file, the experiment (by its name) and the key, and suggest the closest valid key.
+What no study needs is refused before anything is built: a file over `MAX_STUDY_BYTES`, tables or
+arrays nested deeper than `MAX_DEPTH`, more than `MAX_EXPERIMENTS` experiments, and numbers that
+are not finite (`inf`, `nan`).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from importlib import resources
@@ -35,11 +39,13 @@ from pydantic import ValidationError
 
 from mnist_study.errors import StudyError
 from mnist_study.stats.claims import Claim
-from mnist_study.study import Experiment, Note, Reference, Study
+from mnist_study.study import MAX_EXPERIMENTS, Experiment, Note, Reference, Study
 from mnist_study.training.frontends import FRONTENDS
 
 BUILTIN_STUDIES = tuple(sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml")))
 EXTENDING_KEYS = ("extends", "every_experiment", "only")
+MAX_STUDY_BYTES = 1 << 20  # the paper's study is 8 kB; a larger file is a mistake, not a study
+MAX_DEPTH = 16  # a study nests about 5 deep (experiment > frontend > ...); deeper is a mistake
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -49,7 +55,25 @@ def parse_study(text: str, source: str = "<study>", directory: Path | None = Non
 
     `directory` is where a relative `extends = "base.toml"` is looked for (default: the current one).
     """
-    data = _resolve(_toml(text, source), source, directory or Path.cwd(), (source,))
+    if len(text) > MAX_STUDY_BYTES:
+        raise StudyError(f"{source} is {len(text):,} characters long; a study file may have at most "
+                         f"{MAX_STUDY_BYTES:,}. Is it the right file?")
+    return study_from_data(_toml(text, source), source, directory)
+
+
+def study_from_data(data: dict, source: str = "<study>", directory: Path | None = None) -> Study:
+    """Validate a study given as the data a TOML file parses to (dicts, lists, scalars).
+
+    Raises StudyError, naming `source` and the key, for anything that is not a valid study.
+    """
+    if not isinstance(data, dict):
+        raise StudyError(f"{source} is not a valid study: expected a table of keys, got {type(data).__name__}")
+    if not data:
+        raise StudyError(f"{source} is empty: a study needs at least a `name` and one [[experiment]] "
+                         f"(`mnist-study studies --show quick` prints one to start from)")
+    _check_values(data, source)
+    data = _resolve(data, source, directory or Path.cwd(), (source,))
+    _check_size(data, source)
     try:
         return Study.model_validate(data)
     except ValidationError as e:
@@ -71,11 +95,26 @@ def _read(name: str, directory: Path) -> tuple[str, str, Path]:
     if name in BUILTIN_STUDIES:
         return resources.files(__name__).joinpath(f"{name}.toml").read_text(), f"built-in study {name!r}", directory
     path = Path(name) if Path(name).is_absolute() else directory / name
-    if not path.is_file():
+    try:
+        found = path.is_file()
+        size = path.stat().st_size if found else 0
+    except (OSError, ValueError):  # a name too long for the system, or with a NUL in it
+        found = False
+    if not found:
         close = difflib.get_close_matches(name, BUILTIN_STUDIES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise StudyError(f"no study {name!r}: not a built-in ({', '.join(BUILTIN_STUDIES)}) and no such file{hint}")
-    return path.read_text(), str(Path(name)), path.parent
+        raise StudyError(f"no study {_short_repr(name)}: not a built-in ({', '.join(BUILTIN_STUDIES)}) and no such file{hint}")
+    if size > MAX_STUDY_BYTES:  # checked before reading: a study is never this large
+        raise StudyError(f"{_short_repr(name)} is {size:,} bytes; a study file may have at most {MAX_STUDY_BYTES:,}. "
+                         f"Is it the right file?")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise StudyError(f"cannot read study file {name}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise StudyError(f"{name} is not a study file: TOML is UTF-8 text, but byte {error.start} is "
+                         f"0x{error.object[error.start]:02x}") from None
+    return text, str(Path(name)), path.parent
 
 
 def _toml(text: str, source: str) -> dict:
@@ -83,6 +122,37 @@ def _toml(text: str, source: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"{source} is not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and inline tables
+        raise StudyError(f"{source}: arrays or tables are nested too deeply to read (a study nests "
+                         f"about 5 levels; at most {MAX_DEPTH} are allowed)") from None
+
+
+def _check_values(data: dict, source: str) -> None:
+    """Refuse non-finite numbers (TOML allows `inf` and `nan`) and runaway nesting, naming the key.
+
+    Walked with a stack rather than recursion, so that no nesting can exhaust Python's stack.
+    """
+    stack: list[tuple[tuple, Any]] = [((), data)]
+    while stack:
+        loc, node = stack.pop()
+        if len(loc) > MAX_DEPTH:
+            key = max(i for i, part in enumerate(loc) if isinstance(part, str))  # the key, not its items
+            raise StudyError(f"{source}: {_where(loc[:key + 1], data)} nests arrays or tables more than "
+                             f"{MAX_DEPTH} levels deep; a study nests about 5")
+        if isinstance(node, float) and not math.isfinite(node):
+            raise StudyError(f"{source}: {_where(loc, data)} is {node!r}; numbers in a study must be finite")
+        if isinstance(node, dict):
+            stack.extend(((*loc, key), value) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend(((*loc, index), value) for index, value in enumerate(node))
+
+
+def _check_size(data: dict, source: str) -> None:
+    """Refuse a study with more experiments than any run could train, before building one of them."""
+    experiments = data.get("experiment")
+    if isinstance(experiments, list) and len(experiments) > MAX_EXPERIMENTS:
+        raise StudyError(f"{source}: experiment: {len(experiments):,} experiments; a study may have at most "
+                         f"{MAX_EXPERIMENTS:,}. Split it into several studies.")
 
 
 # ---------------------------------------------------------------------------------- extending
@@ -96,41 +166,68 @@ def _resolve(data: dict, source: str, directory: Path, seen: tuple[str, ...]) ->
             raise StudyError(f"{source}: {', '.join(stray)} only make sense with `extends = \"<study>\"`")
         return data
     if not isinstance(base_name, str):
-        raise StudyError(f"{source}: extends must be a study name or file, got {base_name!r}")
-    text, base_source, base_directory = _read(base_name, directory)
+        raise StudyError(f"{source}: extends must be a study name or file, got {_short_repr(base_name)}")
+    try:
+        text, base_source, base_directory = _read(base_name, directory)
+    except StudyError as error:  # say which file asked for it
+        raise StudyError(f"{source}: extends: {error}") from None
     if base_source in seen:
         raise StudyError(f"{source}: extends {base_name!r}, which extends it back ({' -> '.join(seen)})")
-    base = _resolve(_toml(text, base_source), base_source, base_directory, seen + (base_source,))
+    base_data = _toml(text, base_source)
+    _check_values(base_data, base_source)
+    base = _resolve(base_data, base_source, base_directory, seen + (base_source,))
     child = {k: v for k, v in data.items() if k not in EXTENDING_KEYS}
-    experiments = _inherited_experiments(base, data, source)
-    for override in child.pop("experiment", []):
-        match = next((e for e in experiments if isinstance(override, dict) and e["name"] == override.get("name")), None)
+    experiments = _inherited_experiments(base, data, source, base_source)
+    overrides = child.pop("experiment", [])
+    if not isinstance(overrides, list):
+        raise StudyError(f"{source}: experiment must be a list of tables ([[experiment]]), got "
+                         f"{_short_repr(overrides)}")
+    for override in overrides:
+        match = next((e for e in experiments if isinstance(override, dict) and _name(e) == override.get("name")), None)
         if match is not None:
             match.update(override)
         else:
             experiments.append(override)
     merged = {**base, **child, "experiment": experiments}
     if "only" in data:
-        kept = {e["name"] for e in experiments}
+        kept = {_name(e) for e in experiments}
         if "claim" not in child:
-            merged["claim"] = [c for c in base.get("claim", []) if _names_only(c, kept)]
+            merged["claim"] = [c for c in _as_list(base.get("claim", [])) if _names_only(c, kept)]
         if "note" not in child:
-            merged["note"] = [n for n in base.get("note", []) if _names_only(n, kept)]
+            merged["note"] = [n for n in _as_list(base.get("note", [])) if _names_only(n, kept)]
     return merged
 
 
-def _inherited_experiments(base: dict, data: dict, source: str) -> list[dict]:
-    experiments = [dict(e) for e in base.get("experiment", [])]
-    names = [e.get("name") for e in experiments]
+def _name(experiment: Any) -> Any:
+    """An experiment's name as written (None when it has none, or is not a table)."""
+    return experiment.get("name") if isinstance(experiment, dict) else None
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _inherited_experiments(base: dict, data: dict, source: str, base_source: str) -> list[dict]:
+    inherited = base.get("experiment", [])
+    if not isinstance(inherited, list):
+        raise StudyError(f"{base_source}: experiment must be a list of tables ([[experiment]]), got "
+                         f"{_short_repr(inherited)}")
+    experiments = [dict(e) if isinstance(e, dict) else e for e in inherited]
+    names = [_name(e) for e in experiments]
     only = data.get("only")
     if only is not None:
         if not isinstance(only, list) or not all(isinstance(n, str) for n in only):
-            raise StudyError(f"{source}: only must be a list of experiment names, got {only!r}")
+            raise StudyError(f"{source}: only must be a list of experiment names, got {_short_repr(only)}")
         unknown = [n for n in only if n not in names]
         if unknown:
             raise StudyError(f"{source}: only names {', '.join(map(repr, unknown))}, which the base study does "
-                             f"not have; it has: {', '.join(names)}")
-        experiments = [e for e in experiments if e["name"] in only]
+                             f"not have; it has: {', '.join(map(str, names))}")
+        experiments = [e for e in experiments if _name(e) in only]
     every = data.get("every_experiment", {})
     if not isinstance(every, dict):
         raise StudyError(f"{source}: [every_experiment] must be a table of experiment settings")
@@ -139,7 +236,8 @@ def _inherited_experiments(base: dict, data: dict, source: str) -> list[dict]:
         if key not in settable:
             raise StudyError(f"{source}: every_experiment.{key}: unknown key{_suggest(key, settable)}")
     for e in experiments:
-        e.update(every)
+        if isinstance(e, dict):
+            e.update(every)
     return experiments
 
 
@@ -147,7 +245,7 @@ def _names_only(entry: Any, names: set[str]) -> bool:
     """Whether a claim or note (as raw TOML) names no experiment outside `names`."""
     if not isinstance(entry, dict):
         return True
-    text = " ".join(map(str, entry.get("checks", []))) + " " + " ".join(map(str, entry.get("show", [])))
+    text = " ".join(map(str, _as_list(entry.get("checks", [])) + _as_list(entry.get("show", []))))
     mentioned = set(re.findall(r"([A-Za-z0-9][A-Za-z0-9_-]*)\.(?:train|validation|test)\b", text))
     mentioned |= set(re.findall(r"(?:pattern|figure):([A-Za-z0-9][A-Za-z0-9_-]*)", text))
     return mentioned <= names
@@ -194,14 +292,23 @@ def _where(loc: tuple, data: dict) -> str:
     return " > ".join(parts) or "(top level)"
 
 
+MAX_LISTED_PROBLEMS = 20  # a study wrong in every experiment needs its first few fixed, not a page
+
+
 def format_errors(source: str, error: ValidationError, data: dict) -> str:
-    lines = [f"{source} is not a valid study:"]
+    """One line for one problem; else a line per problem (the first `MAX_LISTED_PROBLEMS`)."""
+    problems = []
     for item in error.errors():
         loc = tuple(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = f"unknown key{_suggest(str(loc[-1]), _known_keys(loc))} (`mnist-study studies --schema` lists every key)"
         elif "input" in item and item["type"].endswith("_type"):
-            message += f" (got {item['input']!r})"
-        lines.append(f"  - {_where(loc, data)}: {message}")
+            message += f" (got {_short_repr(item['input'])})"
+        problems.append(f"{_where(loc, data)}: {message}")
+    if len(problems) == 1:
+        return f"{source} is not a valid study: {problems[0]}"
+    lines = [f"{source} is not a valid study:"] + [f"  - {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more")
     return "\n".join(lines)

@@ -16,6 +16,11 @@ Protocol (Keras `model.fit` with the paper's callbacks):
 - EarlyStopping(monitor="val_accuracy", patience): stop once it has not strictly improved for
   `patience` epochs; ModelCheckpoint(save_best_only=True) keeps the weights with the lowest
   validation loss, and those are evaluated. Without early stopping the final weights are kept.
+- a network whose epoch loss (training or validation) is NaN or infinite has diverged (too large a
+  learning rate, say): like Keras' TerminateOnNaN it stops there, and that epoch is not recorded.
+  It keeps its checkpoint if it has one, else the weights it had before the diverging epoch (the
+  last finite ones: the initial weights when it diverged in epoch 1), and `diverged_epoch` says
+  when it happened.
 """
 
 from __future__ import annotations
@@ -61,9 +66,10 @@ class TrainResult:
     seed: int
     params: dict[str, torch.Tensor]
     history: dict[str, list[float]]
-    epochs_run: int
-    best_epoch: int
+    epochs_run: int  # epochs recorded in `history`; a diverged seed's diverging epoch is not one
+    best_epoch: int  # the epoch whose weights `params` are (0: the initial weights)
     seconds: float = 0.0
+    diverged_epoch: int | None = None  # the epoch whose loss was NaN or infinite, if any
 
 
 @dataclass
@@ -79,6 +85,7 @@ class _SeedState:
     best_epoch: int = 0
     best_params: dict[str, torch.Tensor] | None = None
     stopped: bool = False
+    diverged_epoch: int | None = None
 
     def record(self, epoch: int, loss: float, accuracy: float, val_loss: float, val_accuracy: float,
                config: TrainConfig) -> bool:
@@ -143,6 +150,7 @@ class StackedTrainer:
         self.optimizer = make_optimizer([self.params[k] for k in PARAM_NAMES], config.optimizer)
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         self._active = list(self.states)
+        self._epoch_start: dict[str, torch.Tensor] | None = None  # the weights before this epoch
 
     def _fused_kernel(self, use_fused: bool | None) -> fused.Kernel | None:
         """The compiled epoch where asked for (True: or an error) or wanted (None: where it can be had)."""
@@ -212,6 +220,10 @@ class StackedTrainer:
         """One pass over `train` for every active seed; returns Keras' epoch loss and accuracy (S,)."""
         active = self.active
         n_seeds, n, bs = len(active), len(train), self.config.batch_size
+        # What a seed keeps if this epoch diverges and it has no checkpoint; a copy of a small
+        # network per seed, far cheaper than the epoch itself.
+        needed = self.config.keep == "final" or any(s.best_params is None for s in active)
+        self._epoch_start = {k: v.clone() for k, v in self.params.items()} if needed else None
         perms = torch.stack([torch.randperm(n, generator=s.generator) for s in active]).to(self.device)
         if self.kernel is not None:
             return self._fused_epoch(train, perms)
@@ -247,11 +259,15 @@ class StackedTrainer:
         return loss_sum / len(train), correct.double() / len(train)
 
     def end_epoch(self, epoch: int, train_metrics: tuple[torch.Tensor, torch.Tensor], validation: Split) -> None:
-        """Record epoch `epoch` (1-based), checkpoint, apply early stopping, drop the seeds that stopped."""
+        """Record epoch `epoch` (1-based), checkpoint, apply early stopping, drop the seeds that stopped
+        (and those whose training or validation loss is NaN or infinite: they diverged)."""
         c = self.config
         val_loss, val_acc = evaluate_stack(self.params, validation, c.l2)
         rows = zip(train_metrics[0].tolist(), train_metrics[1].tolist(), val_loss.tolist(), val_acc.tolist())
         for i, (state, (loss, acc, v_loss, v_acc)) in enumerate(zip(self._active, rows)):
+            if not (math.isfinite(loss) and math.isfinite(v_loss)):
+                self._diverge(state, i, epoch)
+                continue
             checkpoint = state.record(epoch, loss, acc, v_loss, v_acc, c)
             if checkpoint:
                 state.best_params, state.best_epoch = unstack_params(self.params, i), epoch
@@ -264,6 +280,14 @@ class StackedTrainer:
             self.optimizer.keep(index)
             self._active = [self._active[i] for i in keep]
             self._buffers.clear()
+
+    def _diverge(self, state: _SeedState, index: int, epoch: int) -> None:
+        """Stop seed `state` (row `index` of the stack), whose loss in epoch `epoch` is not finite."""
+        state.stopped, state.diverged_epoch = True, epoch
+        if state.best_params is None or self.config.keep == "final":
+            if self._epoch_start is None:  # end_epoch called without train_epoch: nothing finite to keep
+                raise RuntimeError("a diverged seed needs the weights from before its epoch; call train_epoch first")
+            state.best_params, state.best_epoch = unstack_params(self._epoch_start, index), epoch - 1
 
     def fit(self, train: Split, validation: Split,
             on_epoch: Callable[[int, list[_SeedState]], None] | None = None) -> list[TrainResult]:
@@ -278,7 +302,8 @@ class StackedTrainer:
                 on_epoch(epoch, self.states)
         seconds = time.perf_counter() - start
         return [
-            TrainResult(s.seed, s.best_params, s.history, len(s.history["loss"]), s.best_epoch, seconds)
+            TrainResult(s.seed, s.best_params, s.history, len(s.history["loss"]), s.best_epoch, seconds,
+                        s.diverged_epoch)
             for s in self.states
         ]
 
