@@ -44,6 +44,16 @@ validation_size = 200
 """
 
 
+# The tiny study with one wide, longer-training experiment: a training stage long enough to kill.
+KILLABLE_STUDY = TINY_STUDY + """
+[[experiment]]
+name = "raw64"
+hidden = 64
+max_epochs = 25
+early_stopping = false
+validation_size = 200
+"""
+
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (n, 28, 28) uint8 where digit k is a bright bar on rows 2k+3..2k+5, plus noise."""
     rng = np.random.default_rng(seed)

@@ -37,21 +37,12 @@ from mnist_study.results import load_run
 from mnist_study.runner import resume_run, run_study
 from mnist_study.studies import parse_study
 
-from conftest import TINY_STUDY
+from conftest import KILLABLE_STUDY, TINY_STUDY
 
 MNIST_STUDY = str(Path(sys.executable).with_name("mnist-study"))
 # What metrics.json records about how a seed was computed rather than what it learnt: its times,
 # and how many seeds shared its training (a resume trains only the missing ones together).
 NOT_RESULTS = {"train_seconds", "evaluate_seconds", "seeds_trained_together"}
-# The tiny study with one wide, longer-training experiment: a training stage long enough to kill.
-KILLABLE_STUDY = TINY_STUDY + """
-[[experiment]]
-name = "raw64"
-hidden = 64
-max_epochs = 25
-early_stopping = false
-validation_size = 200
-"""
 
 
 # ------------------------------------------------------------------------------------- helpers

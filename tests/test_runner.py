@@ -15,7 +15,7 @@ from mnist_study.results import load_run
 from mnist_study.runner import resume_run, run_study
 from mnist_study.studies import parse_study
 
-from conftest import TINY_STUDY
+from conftest import KILLABLE_STUDY, TINY_STUDY
 
 SEED_FILES = {"model.safetensors", "evaluation.safetensors", "history.json", "classification_report.json",
               "metrics.json"}
@@ -88,14 +88,7 @@ def _assert_same_results(a, b):
 
 
 def test_a_killed_run_resumes_to_the_same_results(tmp_path, tiny_data):
-    study_text = TINY_STUDY + """
-[[experiment]]
-name = "raw64"
-hidden = 64
-max_epochs = 25
-early_stopping = false
-validation_size = 200
-"""
+    study_text = KILLABLE_STUDY
     (tmp_path / "s.toml").write_text(study_text)
     out = tmp_path / "killed"
     code = ("from mnist_study.runner import run_study; "
