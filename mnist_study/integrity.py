@@ -23,7 +23,7 @@ _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 
 
 # What each file of a finished seed must hold (keys of a JSON object, or tensors of a safetensors file).
 SEED_FILES: dict[str, tuple[str, ...]] = {
-    "model.safetensors": ("hidden.kernel", "hidden.bias", "output.kernel", "output.bias"),
+    "model.safetensors": ("output.kernel", "output.bias"),  # hidden layers: 0 to 4 (model.MLP.load checks them)
     "evaluation.safetensors": ("confusion", "test_proba"),
     "history.json": ("loss", "val_loss"),
     "classification_report.json": ("accuracy",),

@@ -51,6 +51,9 @@ class PlainLines:
         self.console.print(f"{datetime.now():%H:%M:%S} {text}", markup=False, highlight=False, soft_wrap=True)
 
 
+MAX_ROWS = 12  # more experiments than this get one progress row between them
+
+
 class TrainingProgress:
     """Front-end fitting and, per experiment, its epochs and finished seeds."""
 
@@ -59,18 +62,29 @@ class TrainingProgress:
         self.plain = None if self.console.is_terminal else PlainLines(self.console)
         self.seeds = plan.seeds_missing()                        # experiment -> seeds to train in this run
         self.done: dict[str, int] = {name: 0 for name in self.seeds}
-        self.widths = {e.name: e.hidden for e in study.experiments}
+        self.widths = {e.name: e.shape_text for e in study.experiments}
         self.started: dict[str, float] = {}
         self.last_line: dict[str, float] = {}
+        self.total = sum(self.seeds.values())
+        self.finished = 0
         self.bars = None if self.plain else _bars(self.console, 22)
         self.rows = {}
+        # A sweep of hundreds of experiments: one row for all of them, and rows only for those training now.
+        self.compact = len(self.seeds) > MAX_ROWS
         if self.bars is not None:
             for fit, _ in plan.frontends:
                 self.rows[("frontend", fit.name)] = self.bars.add_task(
                     f"fit {fit.frontend.kind} ({fit.name})", total=1, status="waiting")
-            for name, count in self.seeds.items():
-                self.rows[("train", name)] = self.bars.add_task(
-                    f"train {name} (H={self.widths[name]})", total=count, status="waiting")
+            if self.compact:
+                self.overall = self.bars.add_task(f"train {len(self.seeds)} experiments", total=self.total,
+                                                  status="waiting")
+            else:
+                for name in self.seeds:
+                    self._add_row(name)
+
+    def _add_row(self, name: str) -> None:
+        self.rows[("train", name)] = self.bars.add_task(
+            f"train {name} (H={self.widths[name]})", total=self.seeds[name], status="waiting")
 
     def start(self) -> None:
         if self.bars is not None:
@@ -97,14 +111,24 @@ class TrainingProgress:
                                  status=f"{event['done']} of {event['total']} {event.get('unit', 'steps')}")
             elif kind == "frontend-done":
                 self.bars.update(row, completed=self.bars.tasks[row].total, status=f"done, {event['seconds']:.1f} s")
-        elif kind == "epoch" and ("train", name) in self.rows:
+        elif kind == "epoch" and name in self.seeds:
+            if ("train", name) not in self.rows and self.done[name] < self.seeds[name]:
+                self._add_row(name)  # compact: a row while it trains
             # An experiment's seeds may train in several tasks at different epochs: the bar counts
             # the seeds done; the status is the latest epoch reported and its best validation accuracy.
             self.bars.update(self.rows[("train", name)],
                              status=f"epoch {event['epoch']}, best val {100 * event['val_accuracy']:.2f}%")
-        elif kind == "seed-done" and ("train", name) in self.rows:
+        elif kind == "seed-done" and name in self.seeds:
             self.done[name] += 1
-            self.bars.advance(self.rows[("train", name)])
+            self.finished += 1
+            if self.compact:
+                self.bars.update(self.overall, completed=self.finished, status=f"{self.finished} of {self.total} "
+                                                                               "networks done")
+            row = self.rows.get(("train", name))
+            if row is not None:
+                self.bars.advance(row)
+                if self.compact and self.done[name] >= self.seeds[name]:
+                    self.bars.remove_task(self.rows.pop(("train", name)))
 
     def _line(self, kind: str, name: str, event: dict) -> None:
         now = time.monotonic()
@@ -121,9 +145,11 @@ class TrainingProgress:
         elif kind == "seed-done" and name in self.seeds:
             self.started.setdefault(name, now)
             self.done[name] += 1
-            self.plain.line(f"train {name}: seed {event['seed']} done ({self.done[name]} of {self.seeds[name]}), "
-                            f"test acc {100 * event['test_accuracy']:.2f}%, {event['epochs']} epochs, "
-                            f"{now - self.started[name]:.1f} s")
+            self.finished += 1
+            diverged = f", diverged in epoch {event['diverged']}" if event.get("diverged") else ""
+            self.plain.line(f"train {name}: seed {event['seed']} done ({self.done[name]} of {self.seeds[name]}; "
+                            f"{self.finished} of {self.total} networks), test acc {100 * event['test_accuracy']:.2f}%, "
+                            f"{event['epochs']} epochs{diverged}, {now - self.started[name]:.1f} s")
 
 
 class StepProgress:

@@ -5,8 +5,12 @@
       manifest.json                  versions, data digests, device, git commit, seeds, stage times
       experiments/<name>/
         frontend.json, frontend.safetensors     the fitted front-end
+        split.safetensors            with train_size or label_noise: the training images drawn and the
+                                     labels replaced (data.splits.split_record)
         seed-<k>/
-          model.safetensors          hidden.kernel (D, H), hidden.bias (1, H), output.kernel (H, 10), output.bias (1, 10)
+          model.safetensors          hidden.kernel (D, H1), hidden.bias (1, H1), hidden2.kernel (H1, H2) ...,
+                                     output.kernel (H, 10), output.bias (1, 10); input.mean, input.scale
+                                     (1, D) when standardised; the activation in its metadata
           evaluation.safetensors     confusion (10, 10) int64, test_proba (N_test, 10) float32
           history.json               per-epoch loss, accuracy, val_loss, val_accuracy (Keras' names)
           classification_report.json per-class precision / recall / F1 / support

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_study.data.sources import Dataset, load_dataset
+from mnist_study.data.sources import Dataset
 from mnist_study.errors import OptionError, RunError, WriteError
 from mnist_study.executor import EventFn, make_executor
 from mnist_study.files import TMP_SUFFIX, make_dir, read_json, remove_partial_writes, write_json
@@ -119,7 +119,7 @@ def run_study(study: Study | str | Path = "paper", *, seeds: list[int] | int = (
         # between the two is resumed with all its seeds on its own data, never with defaults.
         manifest = {"study_source": study_source} if study_source else {}
         write_json(run_dir / "manifest.json", {**manifest, "study": study.name, "seeds": seeds,
-                                               "data": _data_record(setup.dataset), "complete": False})
+                                               **_data_records(setup.datasets), "complete": False})
         write_json(run_dir / "study.json", study_to_dict(study))
         return _execute(run_dir, study, seeds, setup, progress, on_event, command, manifest)
 
@@ -155,13 +155,16 @@ def _resume_locked(run_dir: Path, device: str, data_dir, workers: int | None, pr
     manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
     recorded = manifest.get("seeds", [])
     seeds = sorted(set(recorded) | set(seeds or recorded or [0]))
-    if data_dir is None and manifest.get("data", {}).get("source"):
-        data_dir = manifest["data"]["source"]  # finish on the data the run started with
+    recorded = manifest.get("datasets") or {"mnist": manifest.get("data", {})}  # older runs: MNIST only
+    if data_dir is None and recorded.get("mnist", {}).get("source"):
+        data_dir = recorded["mnist"]["source"]  # finish on the data the run started with
     setup = _prepare(study, device, data_dir, workers, progress, manifest.get("study_source"))
-    recorded_digests = manifest.get("data", {}).get("digests")
-    if recorded_digests and recorded_digests != setup.dataset.digests:
-        raise RunError(f"{run_dir} was started on other data (digests differ from those of "
-                       f"{setup.dataset.source}); resume it with --data-dir pointing at the data it was started on")
+    for name, dataset in setup.datasets.items():
+        digests = recorded.get(name, {}).get("digests")
+        if digests and digests != dataset.digests:
+            hint = "--data-dir pointing at the data it was started on" if name == "mnist" else "that data"
+            raise RunError(f"{run_dir} was started on other {name} data (digests differ from those of "
+                           f"{dataset.source}); resume it with {hint}")
     return _execute(run_dir, study, seeds, setup, progress, on_event, command, manifest)
 
 
@@ -171,7 +174,7 @@ class _Setup:
 
     device: torch.device
     workers: int
-    dataset: Dataset
+    datasets: dict[str, Dataset]  # by the name experiments give (`dataset = ...`)
     data_seconds: float
 
 
@@ -181,13 +184,24 @@ def _prepare(study: Study, device: str, data_dir, workers: int | None, progress:
     if workers is not None and workers < 0:
         raise OptionError(f"workers must be 0 (this process) or more, got {workers}")
     t0 = time.perf_counter()
-    dataset = load_dataset(data_dir, download=True, progress=progress)
-    study.check_split_sizes(len(dataset.train_labels), source)
-    return _Setup(dev, default_workers(dev) if workers is None else workers, dataset, time.perf_counter() - t0)
+    from mnist_study.data.sources import load_named_dataset
+
+    # --data-dir names where MNIST is; other datasets are found by their name (or are a path).
+    datasets = {name: load_named_dataset(name, data_dir if name == "mnist" else None, download=True,
+                                         progress=progress)
+                for name in study.datasets}
+    study.check_split_sizes({name: len(d.train_labels) for name, d in datasets.items()}, source)
+    return _Setup(dev, default_workers(dev) if workers is None else workers, datasets, time.perf_counter() - t0)
 
 
 def _data_record(dataset: Dataset) -> dict:
     return {"source": dataset.source, "verified": dataset.verified, "digests": dataset.digests}
+
+
+def _data_records(datasets: dict[str, Dataset]) -> dict:
+    """The manifest's record of the data: `datasets` by name, and `data`, the first (MNIST's in most runs)."""
+    records = {name: _data_record(d) for name, d in datasets.items()}
+    return {"data": next(iter(records.values())), "datasets": records}
 
 
 def _execute(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, progress: bool,
@@ -216,7 +230,7 @@ def _execute_plan(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, 
                   on_event: EventFn | None, command: str | None, manifest: dict) -> Path:
     started = time.perf_counter() - setup.data_seconds
     _tidy(run_dir, study, seeds, progress)
-    dev, workers, dataset = setup.device, setup.workers, setup.dataset
+    dev, workers = setup.device, setup.workers
     stages = dict(manifest.get("stages", {}))
     stages["data"] = setup.data_seconds
     manifest.update({
@@ -228,7 +242,7 @@ def _execute_plan(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, 
         "workers": workers,
         "versions": package_versions(),
         "git_commit": git_commit(),
-        "data": _data_record(dataset),
+        **_data_records(setup.datasets),
         "stages": stages,
         "complete": False,
     })
@@ -253,7 +267,8 @@ def _execute_plan(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, 
         if bar:
             bar.start()
         with make_executor(workers, events) as executor:
-            stages.update(run_plan(plan, run_dir, dataset.source, str(dev), executor))
+            data_dirs = {name: d.source for name, d in setup.datasets.items()}
+            stages.update(run_plan(plan, run_dir, data_dirs, str(dev), executor))
         ended = True
     finally:
         if bar:

@@ -21,17 +21,22 @@ reason, raised before any work starts.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, model_validator
 
 from mnist_study.stats.claims import Claim, validate_claim_experiments
 from mnist_study.errors import StudyError
 from mnist_study.training.frontends import FrontendConfigBase, RawPixelsConfig, parse_frontend_config
-from mnist_study.training.trainer import TrainConfig
+from mnist_study.training.config import (ACTIVATIONS, INITS, KEEPS, L2_SCOPES, LOSSES, MAX_HIDDEN_LAYERS, MONITORS,
+                                         SCHEDULES, TrainConfig)
+
+OPTIMIZER_KINDS = ("rmsprop", "sgd", "adam", "adamw")
 
 
-MAX_EXPERIMENTS = 1000  # far beyond any study's needs; refused before one is built (see studies/)
+LARGE_SWEEP = 100_000  # more experiments than this only with `large_sweep = true`
+MAX_EXPERIMENTS = 1_000_000  # refused before one is built (see studies/)
 
 
 class _Strict(BaseModel):
@@ -63,44 +68,197 @@ class Reference(_Strict):
 
 
 class Experiment(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64,
-                      description="letters, digits, - and _; claims, notes and --experiment name it")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=96,
+                      description="letters, digits, ., - and _; claims, notes and --experiment name it")
     title: str = Field("", description="a line describing the network, for tables and the report")
-    hidden: int = Field(ge=1, le=65536, description="hidden-layer width")
+    # -- data
+    dataset: str = Field("mnist", min_length=1, description="\"mnist\", \"fashion-mnist\" or the path of a "
+                                                           "folder with the four IDX files of another dataset")
     frontend: FrontendConfig = Field(RawPixelsConfig(), description="what the network sees of the pixels "
                                                                      "(see the front-ends below)")
-    l2: float = Field(0.0, ge=0, description="penalty l2 * sum(W^2) on the hidden kernel")
-    max_epochs: int = Field(200, ge=1, le=100_000, description="the most epochs trained")
-    early_stopping: bool = Field(True, description="stop once validation accuracy has not improved for "
-                                                   "`patience` epochs (Keras' EarlyStopping)")
-    patience: int = Field(2, ge=1, description="epochs without a better validation accuracy before stopping")
-    keep: Literal["best_val_loss", "final"] | None = Field(
-        None, description="weights evaluated; default: best_val_loss with early stopping, else final")
     validation: Literal["last", "first"] = Field("last", description="which training images are held out for "
                                                                      "validation: the last (Keras' validation_split) "
                                                                      "or the first")
     validation_size: int = Field(5000, ge=1, description="how many training images are held out")
-    train_size: int | None = Field(None, ge=1, description="use only the first this many of the remaining "
-                                                          "training images (quick studies)")
-    batch_size: int = Field(32, ge=1, le=1 << 20, description="images per RMSprop step")
-    learning_rate: float = Field(1e-3, gt=0, description="RMSprop's learning rate (rho 0.9, epsilon 1e-7)")
+    train_size: int | None = Field(None, ge=1, description="train on a class-stratified random subset of this "
+                                                          "many of the remaining images (drawn with data_seed)")
+    label_noise: float = Field(0.0, ge=0, lt=1, description="fraction of training labels replaced by another "
+                                                           "class (drawn with data_seed); validation and test "
+                                                           "labels stay true")
+    data_seed: int = Field(0, ge=0, description="seeds the train_size subset and the label noise; the same for "
+                                                "every seed of the networks, so that they differ only in training")
+    standardize: bool = Field(False, description="scale each input to zero mean and unit variance over the "
+                                                 "training split (the scaling is saved with the network)")
+    shift: int = Field(0, ge=0, le=8, description="augmentation: shift each training image by up to this many "
+                                                  "pixels, drawn anew every epoch")
+    elastic: bool = Field(False, description="augmentation: elastic distortions (Simard et al. 2003), drawn "
+                                             "anew every epoch")
+    elastic_alpha: float = Field(34.0, ge=0, description="strength of the elastic distortions, pixels")
+    elastic_sigma: float = Field(4.0, gt=0, description="smoothness of the elastic distortions, pixels")
+    # -- the network
+    hidden: int | None = Field(None, ge=1, le=65536, description="hidden-layer width: the one-layer shorthand "
+                                                                 "for layers = [hidden]")
+    layers: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(
+        None, max_length=MAX_HIDDEN_LAYERS, description=f"hidden-layer widths, 0 to {MAX_HIDDEN_LAYERS} of "
+                                                        "them ([] is softmax regression)")
+    activation: Literal[ACTIVATIONS] = Field("relu", description="of every hidden layer")
+    dropout: float | list[float] = Field(0.0, description="rate of hidden units dropped in training: one for "
+                                                          "every hidden layer, or one per layer")
+    init: Literal[INITS] = Field("glorot_uniform", description="how kernels are drawn (biases start at zero)")
+    l2: float = Field(0.0, ge=0, description="penalty l2 * sum(W^2) on the kernels of l2_scope")
+    l2_scope: Literal[L2_SCOPES] = Field("hidden", description="the kernels penalised: \"hidden\" (the paper) "
+                                                               "or \"all\" (the output kernel too)")
+    # -- training
+    optimizer: Literal[OPTIMIZER_KINDS] = Field("rmsprop", description="rmsprop (Keras'), sgd, adam or adamw "
+                                                                       "(torch.optim's)")
+    learning_rate: float = Field(None, gt=0, description="default: 1e-3 (rmsprop, adam, adamw), 1e-2 (sgd)")
+    momentum: float | None = Field(None, ge=0, lt=1, description="sgd only; default 0")
+    nesterov: bool | None = Field(None, description="sgd only, with momentum; default false")
+    rho: float | None = Field(None, gt=0, lt=1, description="rmsprop only: decay of the squared-gradient "
+                                                            "average; default 0.9")
+    betas: Annotated[list[float], Field(min_length=2, max_length=2)] | None = Field(None, description="adam and adamw only; default [0.9, 0.999]")
+    epsilon: float | None = Field(None, gt=0, description="rmsprop, adam and adamw; default 1e-7 (rmsprop), "
+                                                          "1e-8 (adam, adamw)")
+    weight_decay: float | None = Field(None, ge=0, description="adamw only: decoupled weight decay; default 0")
+    schedule: Literal[SCHEDULES] = Field("constant", description="the learning rate over epochs: constant, "
+                                                                 "step (times step_factor every step_every "
+                                                                 "epochs) or cosine (to 0 at max_epochs)")
+    warmup_epochs: int = Field(0, ge=0, description="a linear warm-up of the learning rate over these epochs")
+    step_every: int = Field(10, ge=1, description="schedule = \"step\": epochs between steps")
+    step_factor: float = Field(0.1, gt=0, le=1, description="schedule = \"step\": the factor of each step")
+    batch_size: int = Field(32, ge=1, le=1 << 20, description="images per optimiser step")
+    loss: Literal[LOSSES] = Field("cross_entropy", description="cross_entropy, or squared_error on the outputs "
+                                                               "against one-hot targets")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="targets (1 - s) on the label and s / 10 spread "
+                                                                "over all classes")
+    # -- stopping and the weights kept
+    max_epochs: int = Field(200, ge=1, le=100_000, description="the most epochs trained")
+    early_stopping: bool = Field(True, description="stop once `monitor` has not improved for `patience` epochs "
+                                                   "(Keras' EarlyStopping)")
+    monitor: Literal[MONITORS] = Field("val_accuracy", description="what early stopping watches")
+    patience: int = Field(2, ge=1, description="epochs without a better `monitor` before stopping")
+    stop_at_train_loss: float | None = Field(None, ge=0, description="also stop once an epoch's training loss is "
+                                                                     "at or below this")
+    keep: Literal[KEEPS] | None = Field(
+        None, description="weights evaluated: best_val_loss, best_val_accuracy or final; default: best_val_loss "
+                          "with early stopping, else final")
     reference: Reference | None = Field(None, description="published figures to set beside ours")
+    # -- set by a [[sweep]]
+    sweep: str | None = Field(None, description="the [[sweep]] this experiment comes from (set by the sweep)")
+    swept: dict[str, Any] = Field({}, description="the swept fields' values (set by the sweep)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_learning_rate(cls, data: Any) -> Any:
+        # The usual rate of the optimiser chosen, written out so that tables and sweeps show it.
+        if isinstance(data, dict) and data.get("learning_rate") is None:
+            rate = DEFAULT_LEARNING_RATES.get(data.get("optimizer", "rmsprop"))
+            if rate is not None:
+                data = {**data, "learning_rate": rate}
+        return data
+
+    @model_validator(mode="after")
+    def _check_design(self) -> "Experiment":
+        if (self.hidden is None) == (self.layers is None):
+            raise ValueError("give the hidden layers as `hidden = WIDTH` or as `layers = [WIDTH, ...]`"
+                             + (", not both" if self.hidden is not None else ""))
+        if isinstance(self.dropout, list) and len(self.dropout) != len(self.widths):
+            raise ValueError(f"dropout lists {len(self.dropout)} rates for {len(self.widths)} hidden layers; "
+                             "give one per layer, or one number for all")
+        if any(not 0 <= rate < 1 for rate in self.dropout_rates):
+            raise ValueError("dropout rates must be at least 0 and below 1")
+        used = OPTIMIZER_SETTINGS[self.optimizer]
+        stray = [key for key in ALL_OPTIMIZER_SETTINGS if getattr(self, key) is not None and key not in used]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} {'does' if len(stray) == 1 else 'do'} not apply to "
+                             f"optimizer = {self.optimizer!r}; it takes: {', '.join(used) or 'none of them'}")
+        if self.nesterov and not self.momentum:
+            raise ValueError("nesterov = true needs momentum > 0")
+        if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
+            raise ValueError("betas must both be at least 0 and below 1")
+        if self.warmup_epochs >= self.max_epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below max_epochs ({self.max_epochs})")
+        return self
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The hidden layers' widths (one for `hidden = H`; none for softmax regression)."""
+        return (self.hidden,) if self.hidden is not None else tuple(self.layers)
+
+    @property
+    def width(self) -> int:
+        """The first hidden layer's width (the one the report looks inside); 0 without hidden layers."""
+        return self.widths[0] if self.widths else 0
+
+    @property
+    def shape_text(self) -> str:
+        """The hidden widths as tables print them: "130", "100-100", "0"."""
+        return "-".join(map(str, self.widths)) or "0"
+
+    @property
+    def dropout_rates(self) -> tuple[float, ...]:
+        rates = self.dropout if isinstance(self.dropout, list) else [self.dropout] * len(self.widths)
+        return tuple(rates)
+
+    @property
+    def augmented(self) -> bool:
+        return bool(self.shift or self.elastic)
 
     @property
     def kept_weights(self) -> str:
         return self.keep or ("best_val_loss" if self.early_stopping else "final")
 
-    def train_config(self) -> TrainConfig:
-        from mnist_study.training.optimizers import RMSpropConfig
+    def optimizer_config(self):
+        from mnist_study.training.config import AdamConfig, RMSpropConfig, SGDConfig
 
-        return TrainConfig(hidden=self.hidden, l2=self.l2, max_epochs=self.max_epochs,
-                           early_stopping=self.early_stopping, patience=self.patience, keep=self.kept_weights,
-                           batch_size=self.batch_size, optimizer=RMSpropConfig(lr=self.learning_rate))
+        given = {key: getattr(self, key) for key in OPTIMIZER_SETTINGS[self.optimizer]
+                 if getattr(self, key) is not None}
+        lr = {"lr": self.learning_rate}
+        if self.optimizer == "rmsprop":
+            return RMSpropConfig(**lr, **given)
+        if self.optimizer == "sgd":
+            return SGDConfig(**lr, **given)
+        if "betas" in given:
+            given["betas"] = tuple(given["betas"])
+        return AdamConfig(kind=self.optimizer, **lr, **given)
+
+    def train_config(self) -> TrainConfig:
+        from mnist_study.training.config import ScheduleConfig
+
+        return TrainConfig(
+            layers=self.widths, activation=self.activation, dropout=self.dropout_rates, init=self.init,
+            l2=self.l2, l2_scope=self.l2_scope, max_epochs=self.max_epochs, early_stopping=self.early_stopping,
+            monitor=self.monitor, patience=self.patience, stop_at_train_loss=self.stop_at_train_loss,
+            keep=self.kept_weights, batch_size=self.batch_size, optimizer=self.optimizer_config(),
+            schedule=ScheduleConfig(kind=self.schedule, warmup_epochs=self.warmup_epochs,
+                                    step_every=self.step_every, step_factor=self.step_factor),
+            loss=self.loss, label_smoothing=self.label_smoothing)
+
+    def split_args(self) -> dict:
+        """Keyword arguments of data.splits.make_splits for this experiment's images and labels."""
+        return {"validation": self.validation, "validation_size": self.validation_size,
+                "train_size": self.train_size, "label_noise": self.label_noise, "data_seed": self.data_seed}
+
+    def data_key(self) -> str:
+        """Experiments with equal keys train on the same images and labels."""
+        return (f"{self.dataset};validation={self.validation}:{self.validation_size};train_size={self.train_size};"
+                f"label_noise={self.label_noise};data_seed={self.data_seed}")
 
     def frontend_key(self) -> str:
         """Experiments with the same front-end on the same split share one fitted front-end."""
         params = ",".join(f"{k}={v}" for k, v in self.frontend.model_dump().items())
-        return f"{params};validation={self.validation}:{self.validation_size};train_size={self.train_size}"
+        return f"{params};{self.data_key()}"
+
+
+# The optimiser settings a study may give, and which optimiser takes which.
+OPTIMIZER_SETTINGS = {
+    "rmsprop": ("rho", "epsilon"),
+    "sgd": ("momentum", "nesterov"),
+    "adam": ("betas", "epsilon"),
+    "adamw": ("betas", "epsilon", "weight_decay"),
+}
+DEFAULT_LEARNING_RATES = {"rmsprop": 1e-3, "sgd": 1e-2, "adam": 1e-3, "adamw": 1e-3}
+ALL_OPTIMIZER_SETTINGS = ("momentum", "nesterov", "rho", "betas", "epsilon", "weight_decay")
 
 
 NOTE_EXHIBITS = {
@@ -125,6 +283,27 @@ class Note(_Strict):
         return [tuple(item.split(":")) for item in self.show]
 
 
+class Sweep(_Strict):
+    """A grid of experiments: `vary` lists values per field; the study has one experiment per combination.
+
+    Fields in a `zip` group move together (their lists have equal lengths) instead of being crossed.
+    The expanded experiments carry `sweep` (this sweep's name) and `swept` (their values).
+    """
+
+    name: str = Field("sweep", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=40,
+                      description="names the sweep in tables; also the prefix of generated names if `names` "
+                                  "is not given and there is more than one sweep")
+    vary: dict[str, list[Any]] = Field(min_length=1, description="experiment field -> the values it takes")
+    zip: list[list[str]] = Field([], description="groups of fields in `vary` whose values move together")
+    names: str | None = Field(None, description="a template for the experiments' names, e.g. "
+                                                "\"w{hidden}-{optimizer}\"; default: built from the swept values")
+    baseline: dict[str, Any] = Field({}, description="the level each swept field's effects are measured "
+                                                     "against, e.g. { optimizer = \"rmsprop\" }; default: "
+                                                     "each field's first value")
+    fixed: dict[str, Any] = Field({}, description="the other experiment fields given in the [[sweep]] table, "
+                                                  "the same for every experiment of the sweep")
+
+
 class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
                       description="names the run directory, runs/<name>-<timestamp>")
@@ -134,6 +313,12 @@ class Study(_Strict):
                                               "(e.g. \"paper\")")
     experiment: list[Experiment] = Field(min_length=1, max_length=MAX_EXPERIMENTS,
                                          description="the networks to train, one table each")
+    sweep: list[Sweep] = Field([], description="grids of experiments (see [[sweep]]); their experiments are "
+                                               "in `experiment` once the study is read")
+    large_sweep: bool = Field(False, description=f"allow more than {LARGE_SWEEP:,} experiments")
+    analyse: list[str] = Field([], description="experiments the report looks inside (confusion, curves, "
+                                               "hidden nodes); default: all of a study without sweeps, else "
+                                               "the few best by validation accuracy")
     claim: list[Claim] = Field([], description="statements to test over seeds (see [[claim]])")
     note: list[Note] = Field([], description="notes for the report (see [[note]])")
 
@@ -144,31 +329,48 @@ class Study(_Strict):
         if duplicates:
             raise ValueError(f"experiment names must be unique; repeated: {', '.join(duplicates)}")
         validate_claim_experiments(self.claim, names)
+        if len(names) > LARGE_SWEEP and not self.large_sweep:
+            raise ValueError(f"{len(names):,} experiments is more than {LARGE_SWEEP:,}; if that is meant, "
+                             "add `large_sweep = true` to the study")
+        unknown = sorted(set(self.analyse) - set(names))
+        if unknown:
+            raise ValueError(f"analyse names no experiment of this study: {', '.join(unknown)}")
         for note in self.note:
             for parts in note.exhibits():
                 _check_exhibit(parts, names, note.title)
         return self
 
-    def check_split_sizes(self, n_train: int, source: str | None = None) -> None:
-        """Raise StudyError unless every experiment's splits fit a training set of `n_train` images.
+    def check_split_sizes(self, n_train: int | Mapping[str, int], source: str | None = None) -> None:
+        """Raise StudyError unless every experiment's splits fit its dataset's training images.
 
-        Checked once the data is loaded and before any work: a split that cannot be made must not
-        end a run halfway, and a train_size beyond what is there is an error, not silently capped.
+        `n_train` is the number of training images, or a dataset name -> that number. Checked once the
+        data is loaded and before any work: a split that cannot be made must not end a run halfway,
+        and a train_size beyond what is there is an error, not silently capped.
         """
         problems = []
         for e in self.experiment:
-            if not 0 < e.validation_size < n_train:
+            n = n_train if isinstance(n_train, int) else n_train[e.dataset]
+            if not 0 < e.validation_size < n:
                 problems.append(f"experiment {e.name!r} > validation_size: {e.validation_size:,} must be below "
-                                f"the {n_train:,} training images")
-            elif e.train_size is not None and e.train_size > n_train - e.validation_size:
+                                f"the {n:,} training images of {e.dataset}")
+            elif e.train_size is not None and e.train_size > n - e.validation_size:
                 problems.append(f"experiment {e.name!r} > train_size: {e.train_size:,} is more than the "
-                                f"{n_train - e.validation_size:,} training images left after holding out "
-                                f"{e.validation_size:,} for validation")
+                                f"{n - e.validation_size:,} training images of {e.dataset} left after holding "
+                                f"out {e.validation_size:,} for validation")
         where = source or f"study {self.name!r}"
         if len(problems) == 1:
             raise StudyError(f"{where} does not fit this dataset: {problems[0]}")
         if problems:
             raise StudyError(f"{where} does not fit this dataset:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    @property
+    def datasets(self) -> list[str]:
+        """The datasets the experiments train on, in order of first use."""
+        return list(dict.fromkeys(e.dataset for e in self.experiment))
+
+    @property
+    def has_sweeps(self) -> bool:
+        return bool(self.sweep)
 
     @property
     def has_references(self) -> bool:

@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.numpy import save_file
 
 from mnist_study.data.sources import Dataset, load_dataset
-from mnist_study.data.splits import make_splits
+from mnist_study.data.augment import augment_epoch
+from mnist_study.data.splits import make_splits, split_record
 from mnist_study.executor import EventFn
 from mnist_study.files import atomic_path, write_json
 from mnist_study.results import experiment_dir, seed_dir
@@ -94,16 +96,30 @@ def fit_frontend_task(run_dir: str, experiment: dict, targets: list[str], data_d
     exp = Experiment.model_validate(experiment)
     start = time.perf_counter()
     _emit({"kind": "frontend-start", "experiment": exp.name, "frontend": exp.frontend.kind}, on_event)
-    x, y = make_splits(_dataset(data_dir), exp.validation, exp.validation_size, exp.train_size)["train"]
+    dataset = _dataset(data_dir)
+    x, y = make_splits(dataset, **exp.split_args())["train"]
     frontend = FRONTENDS[exp.frontend.kind].from_config(exp.frontend)
     frontend.fit(x, y, on_progress=lambda done, total: _emit(
         {"kind": "frontend-progress", "experiment": exp.name, "done": done, "total": total,
          "unit": frontend.progress_unit}, on_event))
+    record = split_record(dataset, **exp.split_args()) if exp.train_size or exp.label_noise else None
     for name in targets:
-        save_frontend(frontend, experiment_dir(Path(run_dir), name))
+        directory = experiment_dir(Path(run_dir), name)
+        if record is not None:  # which images and labels were drawn: before the front-end, which marks it done
+            with atomic_path(directory / "split.safetensors") as tmp:
+                save_file(record, str(tmp))
+        save_frontend(frontend, directory)
     seconds = time.perf_counter() - start
     _emit({"kind": "frontend-done", "experiment": exp.name, "frontend": exp.frontend.kind, "seconds": seconds}, on_event)
     return StageTime(f"frontend/{exp.frontend.kind}:{exp.name}", seconds)
+
+
+def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-input mean and scale (N, D) -> (D,), (D,) over the training split; a constant input
+    (a border pixel) gets scale 1 rather than a division by zero."""
+    mean = x.mean(axis=0, dtype=np.float64)
+    std = x.std(axis=0, dtype=np.float64)
+    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
 def divergence(result: TrainResult) -> dict | None:
@@ -132,12 +148,29 @@ def _train(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, devi
            on_event: EventFn | None) -> dict:
     exp = Experiment.model_validate(experiment)
     start = time.perf_counter()
-    splits = make_splits(_dataset(data_dir), exp.validation, exp.validation_size, exp.train_size)
+    splits = make_splits(_dataset(data_dir), **exp.split_args())
     frontend = load_frontend(experiment_dir(Path(run_dir), exp.name))
     inputs = {name: (frontend.transform(x), y) for name, (x, y) in splits.items()}
+    scaling = standardization(inputs["train"][0]) if exp.standardize else None
     dev = torch.device(device)
-    as_split = lambda name: Split(torch.as_tensor(inputs[name][0], device=dev),  # noqa: E731
-                                  torch.as_tensor(inputs[name][1], device=dev))
+
+    def network_inputs(x: np.ndarray) -> torch.Tensor:
+        """What the network trains on: front-end features, standardised when asked for."""
+        if scaling is not None:
+            x = (x - scaling[0]) / scaling[1]
+        return torch.as_tensor(x, device=dev)
+
+    as_split = lambda name: Split(network_inputs(inputs[name][0]), torch.as_tensor(inputs[name][1], device=dev))  # noqa: E731
+    epoch_inputs = None
+    if exp.augmented:
+        images = torch.as_tensor(splits["train"][0])
+
+        def epoch_inputs(epoch: int) -> torch.Tensor:
+            # One draw per epoch for every seed of the experiment (it depends on data_seed and the
+            # epoch only), so a seed's result does not depend on which seeds train beside it.
+            drawn = augment_epoch(images, epoch, exp.data_seed, exp.shift, exp.elastic, exp.elastic_alpha,
+                                  exp.elastic_sigma)
+            return network_inputs(frontend.transform(drawn.numpy()))
 
     task = f"{exp.name}/seeds-{'-'.join(map(str, seeds))}"  # this task's part of the experiment's seeds
 
@@ -148,12 +181,14 @@ def _train(run_dir: str, experiment: dict, seeds: list[int], data_dir: str, devi
         _emit({"kind": "epoch", "experiment": exp.name, "task": task, "epoch": epoch, "active": len(active),
                "seeds": len(states), "val_accuracy": best}, on_event)
 
-    results = train_seeds(exp.train_config(), as_split("train"), as_split("validation"), seeds, dev, on_epoch)
+    results = train_seeds(exp.train_config(), as_split("train"), as_split("validation"), seeds, dev, on_epoch,
+                          epoch_inputs=epoch_inputs, standardize=scaling)
     train_seconds = time.perf_counter() - start
     for result in results:
         t0 = time.perf_counter()
-        model = MLP(result.params)
-        ev = evaluate(model, inputs, exp.l2)
+        model = MLP(result.params, exp.activation)
+        ev = evaluate(model, inputs, exp.l2, loss=exp.loss, label_smoothing=exp.label_smoothing,
+                      l2_scope=exp.l2_scope)
         out = seed_dir(Path(run_dir), exp.name, result.seed)
         model.save(out / "model.safetensors")
         with atomic_path(out / "evaluation.safetensors") as tmp:

@@ -46,7 +46,7 @@ def test_plain_lines_when_output_is_not_a_terminal(tmp_path, monkeypatch):
     text = out.getvalue()
     assert "fit pca front-end (pca): done in 1.2 s" in text
     assert "train wide: epoch 3 (0 of 2 seeds done), best val acc 22.96%" in text  # the experiment's seeds, not a task's
-    assert "train wide: seed 0 done (1 of 2), test acc 96.55%, 4 epochs" in text
+    assert re.search(r"train wide: seed 0 done \(1 of 2; 1 of \d+ networks\), test acc 96.55%, 4 epochs", text)
     assert "…" not in text
 
 

@@ -15,6 +15,9 @@ A directory the user names (1, 2) may hold another dataset in the same layout, s
 Fashion-MNIST: it loads with ``verified=False``. Files we pick ourselves (3-5) must be MNIST byte
 for byte, checked against pinned SHA-256 digests on every load (about 0.1 s for all four).
 
+Other datasets are loaded by name (``"fashion-mnist"``, or the path of a folder) through
+:func:`mnist_study.data.datasets.load_named_dataset`, which reads them with :func:`read_dataset`.
+
 Example
 -------
 >>> from mnist_study.data.sources import load_dataset
@@ -26,6 +29,7 @@ Example
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +79,11 @@ class Dataset:
     digests : dict[str, str]
         File name without ``.gz`` -> hex SHA-256 of its uncompressed bytes (for provenance).
     verified : bool
-        True when every digest equals MNIST's pinned one.
+        True when every digest equals the one pinned for the dataset (MNIST's, or Fashion-MNIST's
+        when loaded by that name).
+    name : str
+        What was loaded: "mnist", "fashion-mnist", or, for any other folder, the name or path it
+        was asked for by (see :mod:`mnist_study.data.datasets`).
     """
 
     train_images: np.ndarray = field(repr=False)
@@ -85,6 +93,7 @@ class Dataset:
     source: str
     digests: dict[str, str]
     verified: bool
+    name: str = "mnist"
 
 
 @dataclass(frozen=True)
@@ -98,12 +107,17 @@ class Location:
     origin: str
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/mnist-study/mnist``, or ``~/.cache/mnist-study/mnist``."""
+def user_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/mnist-study``, or ``~/.cache/mnist-study``: one folder per dataset inside."""
     # The XDG spec says to ignore a relative XDG_CACHE_HOME.
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "mnist-study" / "mnist"
+    return base / "mnist-study"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/mnist-study/mnist``, or ``~/.cache/mnist-study/mnist``."""
+    return user_cache_root() / "mnist"
 
 
 def find_file(directory: Path, name: str) -> Path | None:
@@ -114,7 +128,8 @@ def find_file(directory: Path, name: str) -> Path | None:
     return None
 
 
-def _missing_files(directory: Path) -> list[str]:
+def missing_files(directory: Path) -> list[str]:
+    """The names of the four files that ``directory`` holds neither raw nor gzipped."""
     return [name for name in MNIST_FILES if find_file(directory, name) is None]
 
 
@@ -142,7 +157,7 @@ def locate(data_dir: str | Path | None = None) -> Location | None:
                 f"{named_by} does not exist or is not a directory. Create it and put the four "
                 f"files there, or {undo} to use (or download into) {default_cache_dir()}."
             )
-        missing = _missing_files(directory)
+        missing = missing_files(directory)
         if missing:
             raise DataError(
                 f"{named_by} lacks {', '.join(name + '[.gz]' for name in missing)}. Put "
@@ -151,13 +166,14 @@ def locate(data_dir: str | Path | None = None) -> Location | None:
             )
         return Location(directory, "argument" if data_dir is not None else "env")
     for directory, origin in ((default_cache_dir(), "cache"), (SYSTEM_DATA_DIR, "system")):
-        if not _missing_files(directory):
+        if not missing_files(directory):
             return Location(directory, origin)
     return None
 
 
 def read_dataset(
-    directory: str | Path, *, require_mnist: bool = False, hint: str = ORIGIN_HINTS["argument"]
+    directory: str | Path, *, require_mnist: bool = False, hint: str = ORIGIN_HINTS["argument"],
+    name: str | None = None, pinned: Mapping[str, str] | None = None,
 ) -> Dataset:
     """Read and check the four files in ``directory``.
 
@@ -170,32 +186,42 @@ def read_dataset(
         ``verified`` False (for Fashion-MNIST and other drop-in datasets).
     hint : str
         How to fix a bad file; ends every error message.
+    name : str, optional
+        Recorded as ``Dataset.name``; by default "mnist" when the files are MNIST's, else the
+        directory.
+    pinned : mapping of str to str, optional
+        The digests ``verified`` compares with (default: MNIST's); ``{}`` compares with none, so
+        that ``verified`` is False.
     """
     directory = Path(directory)
     paths: dict[str, Path] = {}
-    for name in MNIST_FILES:
-        path = find_file(directory, name)
+    for file in MNIST_FILES:
+        path = find_file(directory, file)
         if path is None:
-            raise DataError(f"{directory / name}[.gz] is missing. {hint}")
-        paths[name] = path
+            raise DataError(f"{directory / file}[.gz] is missing. {hint}")
+        paths[file] = path
     # Headers first: files that do not fit together are refused before any payload is read, so a
     # wrong or hostile file costs nothing however large it claims to be.
-    shapes = {name: read_idx_header(path, ndim=_ndim(name), hint=hint) for name, path in paths.items()}
+    shapes = {file: read_idx_header(path, ndim=_ndim(file), hint=hint) for file, path in paths.items()}
     for split in ("train", "t10k"):
         images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
         _check_pair(shapes[images], shapes[labels], paths[images], paths[labels], hint)
     arrays: dict[str, np.ndarray] = {}
     digests: dict[str, str] = {}
-    for name, path in paths.items():
-        loaded = read_idx_file(path, ndim=_ndim(name), hint=hint)
-        arrays[name], digests[name] = loaded.array, loaded.sha256
-        if require_mnist and digests[name] != MNIST_SHA256[name]:
+    for file, path in paths.items():
+        loaded = read_idx_file(path, ndim=_ndim(file), hint=hint)
+        arrays[file], digests[file] = loaded.array, loaded.sha256
+        if require_mnist and digests[file] != MNIST_SHA256[file]:
             raise DataError(
-                f"{path} is not MNIST's {name}: its uncompressed SHA-256 is {digests[name]}, "
-                f"expected {MNIST_SHA256[name]}. {hint}"
+                f"{path} is not MNIST's {file}: its uncompressed SHA-256 is {digests[file]}, "
+                f"expected {MNIST_SHA256[file]}. {hint}"
             )
-        if "labels" in name:
-            _check_labels(arrays[name], path, hint)
+        if "labels" in file:
+            _check_labels(arrays[file], path, hint)
+    pinned = MNIST_SHA256 if pinned is None else pinned
+    verified = all(pinned.get(file) == digests[file] for file in MNIST_FILES)
+    if name is None:
+        name = "mnist" if all(digests[file] == MNIST_SHA256[file] for file in MNIST_FILES) else str(directory)
     return Dataset(
         train_images=arrays["train-images-idx3-ubyte"],
         train_labels=arrays["train-labels-idx1-ubyte"],
@@ -203,7 +229,8 @@ def read_dataset(
         test_labels=arrays["t10k-labels-idx1-ubyte"],
         source=str(directory),
         digests=digests,
-        verified=all(digests[name] == MNIST_SHA256[name] for name in MNIST_FILES),
+        verified=verified,
+        name=name,
     )
 
 
@@ -276,3 +303,14 @@ def load_dataset(
         require_mnist=location.origin in ("cache", "system"),
         hint=ORIGIN_HINTS[location.origin],
     )
+
+
+def load_named_dataset(
+    name: str, data_dir: str | Path | None = None, *, download: bool = True, progress: bool = True
+) -> Dataset:
+    """Load "mnist", "fashion-mnist", or the folder ``name``: see
+    :func:`mnist_study.data.datasets.load_named_dataset`, which this calls."""
+    # Imported here: datasets.py imports this module.
+    from mnist_study.data.datasets import load_named_dataset as load_by_name
+
+    return load_by_name(name, data_dir, download=download, progress=progress)

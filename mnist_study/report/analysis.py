@@ -106,10 +106,9 @@ def choose_nodes(model: MLP, transform: Callable, sample: np.ndarray | None, max
         raise ValueError(f"the layer has {width} nodes (> {max_nodes}); pass `sample` images to pick "
                          f"the {n_top} most active")
     with torch.no_grad():
-        x = transform(torch.as_tensor(np.asarray(sample, dtype=np.float32)))
-        hidden = torch.relu(x @ model.params["hidden.kernel"] + model.params["hidden.bias"])
-    mean = hidden.mean(0).numpy()
-    return np.argsort(-mean, kind="stable")[:n_top]
+        x = transform(torch.as_tensor(np.asarray(sample, dtype=np.float32))).numpy()
+    hidden, _ = model.hidden_and_proba(x)
+    return np.argsort(-hidden.mean(0), kind="stable")[:n_top]
 
 
 def activation_maximization(model: MLP, transform=None, *, sample: np.ndarray | None = None,
@@ -147,6 +146,8 @@ def activation_maximization(model: MLP, transform=None, *, sample: np.ndarray | 
 
 def _ascend(model: MLP, op: Callable, nodes: np.ndarray, steps: int, learning_rate: float, l2: float,
             tv: float, seed: int) -> NodePatterns:
+    # The first hidden layer's kernel (D, H) and bias (1, H): the ascent climbs its pre-activation,
+    # whatever the layers after it.
     w1, b1 = model.params["hidden.kernel"], model.params["hidden.bias"]
     generator = torch.Generator().manual_seed(seed)
     x0 = 0.5 + 0.05 * torch.randn(len(nodes), N_PIXELS, generator=generator)

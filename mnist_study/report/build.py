@@ -32,7 +32,7 @@ from mnist_study.files import write_json, write_text
 from mnist_study.progress import StepProgress
 from mnist_study.report import notes, sections
 from mnist_study.report.sections import ExperimentInputs
-from mnist_study.report.summary import claim_rows
+from mnist_study.report.summary import claim_rows, diverged_epoch
 from mnist_study.results import RunResults, load_run
 
 TEMPLATE = "report.html.j2"
@@ -55,14 +55,16 @@ def _load_data(run: RunResults, data_dir) -> Dataset:
 
 
 def _analyse(run: RunResults, dataset: Dataset, split_cache: dict, name: str, tsne_points, show_frontend: bool,
-             tsne_jobs: int | None) -> dict:
-    """Every per-experiment section of experiment `name` (its first seed), and how long each took."""
-    e = next(x for x in run.experiments if x.name == name)
+             tsne_jobs: int | None, full: bool = True) -> dict:
+    """Every per-experiment section of experiment `name` (its first seed), and how long each took;
+    with `full=False` only its front-end's (for a note that shows one of its figures)."""
+    e = run.study.get(name)
     result = run.results(name)[0]
-    key = (e.validation, e.validation_size, e.train_size)
+    key = e.data_key()
     if key not in split_cache:
         split_cache.clear()  # one split at a time: each is ~200 MB of float32 images
-        split_cache[key] = make_splits(dataset, e.validation, e.validation_size, e.train_size)
+        split_cache[key] = make_splits(dataset, e.validation, e.validation_size, e.train_size,
+                                       label_noise=e.label_noise, data_seed=e.data_seed)
     s = split_cache[key]
     inputs = ExperimentInputs(*s["train"], *s["test"], frontend=run.frontend(name))
     timings: dict[str, float] = {}
@@ -73,17 +75,50 @@ def _analyse(run: RunResults, dataset: Dataset, split_cache: dict, name: str, ts
         timings[label] = time.perf_counter() - start
         return value
 
-    out = {
-        "experiment": timed("figures", lambda: sections.experiment_section(e, result, inputs, len(run.results(name)))),
-        "hidden": timed("hidden activations", lambda: sections.hidden_section(e, result, inputs, tsne_points, tsne_jobs)),
-        "patterns": timed("activation maximisation", lambda: sections.patterns_section(e, result, inputs)),
-        "frontend": timed("front-end", lambda: sections.frontend_section(e, inputs)) if show_frontend else None,
-    }
-    if out["hidden"].get("tsne_seconds") is not None:
+    out = {"experiment": None, "hidden": None, "patterns": None}
+    if full:
+        out["experiment"] = timed("figures", lambda: sections.experiment_section(e, result, inputs,
+                                                                                 len(run.results(name))))
+        out["hidden"] = timed("hidden activations",
+                              lambda: sections.hidden_section(e, result, inputs, tsne_points, tsne_jobs))
+        out["patterns"] = timed("activation maximisation", lambda: sections.patterns_section(e, result, inputs))
+    out["frontend"] = timed("front-end", lambda: sections.frontend_section(e, inputs)) if show_frontend else None
+    if (out["hidden"] or {}).get("tsne_seconds") is not None:
         timings["t-SNE"] = out["hidden"]["tsne_seconds"]
-    timings["activation maximisation (optimisation only)"] = out["patterns"]["seconds"]
+    if out["patterns"]:
+        timings["activation maximisation (optimisation only)"] = out["patterns"]["seconds"]
     out["timings"] = timings
     return out
+
+
+# A study with more experiments than this (or with sweeps) has only a few of its networks analysed.
+ANALYSE_ALL_UP_TO = 12
+ANALYSE_BEST = 3
+
+
+def mean_validation(run: RunResults, name: str) -> float | None:
+    """Mean validation accuracy (percent) of an experiment's seeds that did not diverge; None if none."""
+    values = [r.accuracy("validation") for r in run.results(name) if diverged_epoch(r.metrics) is None]
+    return sum(values) / len(values) if values else None
+
+
+def choose_analysed(run: RunResults, done: list[str]) -> tuple[list[str], str]:
+    """The finished experiments whose networks the report looks inside, and how they were chosen.
+
+    Those the study names in `analyse`; else every one, for a study without sweeps of at most
+    ANALYSE_ALL_UP_TO experiments; else the ANALYSE_BEST with the best mean validation accuracy
+    (never the test set's, which the analyses would then flatter), best first.
+    """
+    study = run.study
+    if study.analyse:
+        names = [n for n in study.analyse if n in set(done)]
+        return names, "named in the study's <code>analyse</code> list"
+    if not study.sweep and len(study.experiments) <= ANALYSE_ALL_UP_TO:
+        return list(done), ""
+    ranked = sorted((n for n in done if mean_validation(run, n) is not None), key=lambda n: -mean_validation(run, n))
+    names = ranked[:ANALYSE_BEST]
+    return names, (f"the {len(names)} with the best mean validation accuracy, best first (chosen on validation "
+                   "accuracy, never on the test set)")
 
 
 _loaded: dict = {}  # per process: the run, dataset and split being analysed, loaded by the first task
@@ -99,18 +134,20 @@ class AnalyseExperiment:
     tsne_points: int | str
     show_frontend: bool
     tsne_jobs: int | None  # None: t-SNE picks its threads (this process has the cores to itself)
+    full: bool = True  # False: the front-end's figures only
 
     def run(self, emit) -> dict:
         if _loaded.get("run_dir") != self.run_dir:
             run = load_run(self.run_dir)
             _loaded.update(run_dir=self.run_dir, run=run, dataset=_load_data(run, self.data_dir), splits={})
         return _analyse(_loaded["run"], _loaded["dataset"], _loaded["splits"], self.name, self.tsne_points,
-                        self.show_frontend, self.tsne_jobs)
+                        self.show_frontend, self.tsne_jobs, self.full)
 
 
 def _analyse_all(run: RunResults, dataset: Dataset, data_dir, names: list[str], tsne_points,
                  frontend_shown_by: set[str], workers: int, on_done) -> dict[str, dict]:
-    """The per-experiment analyses, in `workers` processes (or here when workers <= 1).
+    """The per-experiment analyses of `names`, and the front-end figures of the other experiments
+    in `frontend_shown_by`, in `workers` processes (or here when workers <= 1).
 
     Each experiment's analyses are independent of the others', and most of their time is
     single-threaded (openTSNE's threads gain only ~1.3x on two cores), so one worker per core
@@ -120,8 +157,10 @@ def _analyse_all(run: RunResults, dataset: Dataset, data_dir, names: list[str], 
         _loaded.update(run_dir=str(run.path), run=run, dataset=dataset, splits={})
     data = str(data_dir) if data_dir is not None else None  # workers find it as _load_data did here
     # With workers filling the cores, t-SNE gets one thread each too.
+    extra = [n for n in sorted(frontend_shown_by) if n not in set(names)]
     tasks = [AnalyseExperiment(str(run.path), data, name, tsne_points, name in frontend_shown_by,
-                               tsne_jobs=1 if workers > 1 else None) for name in names]
+                               tsne_jobs=1 if workers > 1 else None, full=name in set(names))
+             for name in names + extra]
     results = {}
     try:
         with make_executor(workers, limit_blas=True) as executor:
@@ -168,11 +207,18 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
     done = [e for e in run.experiments if run.results(e.name)]
     if not done:
         raise RunError(f"{run.path} has no finished experiment yet; run or resume it first")
+    names, chosen_how = choose_analysed(run, [e.name for e in done])
+    # A note's `pattern:<experiment>` needs that network's patterns: its experiment is analysed too.
+    finished = {e.name for e in done}
+    names += [n for n in notes.pattern_experiments(run.study) if n in finished and n not in names]
+    analysed = [run.study.get(n) for n in names]
     # Experiments sharing a front-end (same kind, parameters and split) show it once; a front-end
     # with nothing to show (raw pixels) has no section. The notes may show figures of others too.
-    shown_frontends = {e.frontend_key(): e for e in reversed(done)}
-    steps = StepProgress("report", total=4 + len(done), enabled=progress)
-    workers = worker_count(workers, len(done))
+    shown_frontends = {e.frontend_key(): e for e in reversed(analysed)}
+    shown_by = {e.name for e in shown_frontends.values()}
+    drawn_by = shown_by | (notes.figure_experiments(run.study) & finished)
+    steps = StepProgress("report", total=5 + len(names) + len(drawn_by - set(names)), enabled=progress)
+    workers = worker_count(workers, len(names) + len(drawn_by - set(names)))
     # Every array here is small (at most 60,000 x 784): extra BLAS and torch threads only add
     # wake-up costs, which grow 10-100x when other processes share the cores. t-SNE keeps its own
     # threads (see analysis.tsne_embedding).
@@ -182,28 +228,27 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
         with steps.step("data"):
             dataset = _load_data(run, data_dir)
             data = sections.data_section(dataset, run)
+        with steps.step("sweeps"):
+            sweeps = sections.sweep_section(run)
         with steps.step("accuracy table"):
-            accuracy = sections.accuracy_section(run)
-        names = [e.name for e in done]
-        shown_by = {e.name for e in shown_frontends.values()}
-        drawn_by = shown_by | (notes.figure_experiments(run.study) & set(names))
+            accuracy = sections.accuracy_section(run, analysed=set(names))
         steps.describe("analyses of each experiment")
-        analysed = _analyse_all(run, dataset, data_dir, names, tsne_points, drawn_by, workers,
-                                on_done=lambda name: steps.advance(f"{name} done"))
-        experiments = [analysed[n]["experiment"] for n in names]
-        hidden = [analysed[n]["hidden"] for n in names]
-        patterns = [analysed[n]["patterns"] for n in names]
-        frontends = [analysed[n]["frontend"] for n in names
-                     if n in shown_by and sections.has_content(analysed[n]["frontend"])]
-        per_experiment = {n: analysed[n]["timings"] for n in names}
+        found = _analyse_all(run, dataset, data_dir, names, tsne_points, drawn_by, workers,
+                             on_done=lambda name: steps.advance(f"{name} done"))
+        experiments = [found[n]["experiment"] for n in names]
+        hidden = [found[n]["hidden"] for n in names if found[n]["hidden"]]
+        patterns = [found[n]["patterns"] for n in names if found[n]["patterns"]]
+        frontends = [found[n]["frontend"] for n in names
+                     if n in shown_by and sections.has_content(found[n]["frontend"])]
+        per_experiment = {n: found[n]["timings"] for n in found}
         with steps.step("claims and notes"):
             claims, claims_error = [], None
             try:
                 claims = claim_rows(run)
             except ValueError as err:
                 claims_error = str(err)
-            study_notes = notes.note_views(run, {n: analysed[n]["patterns"] for n in names},
-                                           {n: analysed[n]["frontend"] for n in names if analysed[n]["frontend"]})
+            study_notes = notes.note_views(run, {n: found[n]["patterns"] for n in names},
+                                           {n: f["frontend"] for n, f in found.items() if f["frontend"]})
         with steps.step("render"):
             shared = dict(steps.timings)
             context = {
@@ -212,8 +257,9 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
                 "data": data, "accuracy": accuracy, "experiments": experiments, "hidden": hidden,
                 "patterns": patterns, "frontends": frontends, "claims": claims, "claims_error": claims_error,
                 "notes": study_notes, "repro": sections.reproducibility_section(run), "tsne_points": tsne_points,
-                "timings": {"shared": shared, "experiments": per_experiment},
-                "missing_experiments": [e.name for e in run.experiments if e not in done],
+                "timings": {"shared": shared, "experiments": per_experiment}, "sweeps": sweeps,
+                "n_experiments": len(run.experiments), "n_finished": len(done), "chosen_how": chosen_how,
+                "missing_experiments": [e.name for e in run.experiments if e.name not in finished],
             }
             out = run.path / "report.html"
             write_text(out, _render(context))

@@ -99,6 +99,11 @@ def figure_experiments(study: Study) -> set[str]:
     return {parts[1] for note in study.note for parts in note.exhibits() if parts[0] == "figure"}
 
 
+def pattern_experiments(study: Study) -> list[str]:
+    """The experiments whose node patterns some note shows (their networks must be analysed)."""
+    return list(dict.fromkeys(parts[1] for note in study.note for parts in note.exhibits() if parts[0] == "pattern"))
+
+
 def first_epoch_rows(run: RunResults) -> list[FirstEpochRow]:
     """Every finished experiment whose reference gives a first-epoch loss or accuracy."""
     rows = []
@@ -110,7 +115,7 @@ def first_epoch_rows(run: RunResults) -> list[FirstEpochRow]:
         loss = [r.history["loss"][0] for r in results if r.history.get("loss")]
         accuracy = [r.history["accuracy"][0] for r in results if r.history.get("accuracy")]
         rows.append(FirstEpochRow(
-            experiment=e.name, network=f"{e.frontend.describe()}, {e.hidden}", l2=e.l2, train_size=e.train_size,
+            experiment=e.name, network=f"{e.frontend.describe()}, {e.shape_text}", l2=e.l2, train_size=e.train_size,
             loss=float(np.mean(loss)) if loss else None, accuracy=float(np.mean(accuracy)) if accuracy else None,
             reference_loss=ref.first_epoch_loss, reference_accuracy=ref.first_epoch_accuracy))
     return rows
@@ -120,7 +125,8 @@ def note_views(run: RunResults, patterns: dict[str, dict], frontends: dict[str, 
     """The study's notes with their exhibits filled in from this run.
 
     `patterns` and `frontends` map an experiment's name to its patterns and front-end sections (as
-    built by `sections.py`); an experiment missing from them has no result, or no front-end figures.
+    built by `sections.py`); an experiment missing from them has no result, or no front-end figures,
+    and one whose patterns are None has no hidden layer.
     """
     views = []
     for note in run.study.note:
@@ -141,6 +147,8 @@ def _exhibit(parts: tuple[str, ...], run: RunResults, patterns: dict, frontends:
     if not run.results(name):
         return Unavailable(f"{name} has no finished result in this run yet.")
     if what == "pattern":
+        if not patterns.get(name):
+            return Unavailable(f"{name} has no hidden layer, so no node patterns.")
         first = patterns[name]["first"]
         return PatternExhibit(name, first["node"], first["digit"], first["proba"], first["activation"])
     key = args[1]

@@ -17,6 +17,7 @@ import numpy as np
 from mnist_study.data.sources import Dataset
 from mnist_study.report import analysis, figures, maps
 from mnist_study.report.summary import AccuracyRow, accuracy_rows, diverged_epoch, has_reference_figures
+from mnist_study.report.sweep import sweep_views, value_label
 from mnist_study.results import SPLITS, RunResults, SeedResult
 from mnist_study.study import Experiment
 
@@ -68,12 +69,15 @@ def data_section(dataset: Dataset, run: RunResults) -> dict:
         {"name": "test images", "shape": dataset.test_images.shape, "dtype": str(dataset.test_images.dtype)},
         {"name": "test labels", "shape": dataset.test_labels.shape, "dtype": str(dataset.test_labels.dtype)},
     ]
-    splits = []
+    # Experiments with the same split share a row: a sweep of 1,000 networks may use one split.
+    grouped: dict[tuple, list[str]] = {}
+    n = len(dataset.train_labels)
     for e in run.experiments:
-        n = len(dataset.train_labels)
         train = min(n - e.validation_size, e.train_size or n)
-        splits.append({"experiment": e.name, "train": train, "validation": e.validation_size,
-                       "held_out": f"{e.validation} {e.validation_size:,}", "test": len(dataset.test_labels)})
+        grouped.setdefault((train, e.validation, e.validation_size), []).append(e.name)
+    splits = [{"experiment": _names_text(names), "train": train, "validation": size,
+               "held_out": f"{where} {size:,}", "test": len(dataset.test_labels)}
+              for (train, where, size), names in grouped.items()]
     return {
         "source": dataset.source, "verified": dataset.verified, "shapes": shapes, "splits": splits,
         "counts_img": uri(figures.label_counts(dataset.train_labels, dataset.test_labels)),
@@ -84,26 +88,49 @@ def data_section(dataset: Dataset, run: RunResults) -> dict:
     }
 
 
-def accuracy_section(run: RunResults) -> dict:
-    """The accuracy table's rows (`AccuracyRow`) and the accuracy-against-width figure with its caption.
+def _names_text(names: list[str], shown: int = 3) -> str:
+    """A few names, and how many more: "a, b, c and 997 more"."""
+    if len(names) <= shown + 1:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown:,} more"
 
+
+COMPACT_ROWS = 30  # a longer accuracy table scrolls inside a box of its own
+
+
+def accuracy_section(run: RunResults, analysed: set[str] | frozenset[str] = frozenset()) -> dict:
+    """The accuracy table's rows and the accuracy-against-width figure with its caption.
+
+    Each item of "table" holds the row (`AccuracyRow`), its experiment, its swept settings as text
+    and whether the report analyses its network (`analysed`: then its name links to that section).
     Reference columns, markers and wording appear only when the study gives reference figures,
-    named by `study.reference_source`.
+    named by `study.reference_source`. The width figure shows the networks of one hidden layer that
+    no sweep made (a sweep's own plots show its fields); the table lists every experiment.
     """
     rows = accuracy_rows(run)
     references = has_reference_figures(rows)
     several = any(len(r.seeds) > 1 for r in rows)
     source = run.study.reference_source
-    points = [_width_point(row, e) for row, e in zip(rows, run.experiments) if row.test.mean is not None]
+    points = [_width_point(row, e) for row, e in zip(rows, run.experiments)
+              if row.test.mean is not None and e.sweep is None and len(e.widths) == 1]
+    # One set of swept fields (one sweep, say) names them once, in the header, and lists values only.
+    keys = {tuple(e.swept) for e in run.experiments if e.swept}
+    shared = list(next(iter(keys))) if len(keys) == 1 else None
+    items = [{"row": row, "e": e, "linked": e.name in analysed,
+              "settings": (" · ".join(value_label(v) for v in e.swept.values()) if shared
+                           else ", ".join(f"{k} = {value_label(v)}" for k, v in e.swept.items()))}
+             for row, e in zip(rows, run.experiments)]
     return {
-        "rows": rows, "several_seeds": several, "references": references, "source": source,
+        "rows": rows, "table": items, "several_seeds": several, "references": references, "source": source,
+        "swept": bool(keys), "swept_header": " · ".join(shared) if shared else "swept",
+        "compact": len(rows) > COMPACT_ROWS,
         "width_img": uri(figures.accuracy_vs_width(points, reference_label=source)) if points else None,
         "width_caption": width_caption(points, several, references, source) if points else "",
     }
 
 
 def _width_point(row: AccuracyRow, e: Experiment) -> dict:
-    return {"label": e.name, "width": e.hidden, "kind": e.frontend.kind,
+    return {"label": e.name, "width": e.width, "kind": e.frontend.kind,
             "ours": {s: (row.split(s).mean, *(row.split(s).ci or (math.nan, math.nan)))
                      for s in SPLITS if row.split(s).mean is not None},
             "reference": {s: row.split(s).reference for s in SPLITS}}
@@ -122,6 +149,51 @@ def width_caption(points: list[dict], several_seeds: bool, references: bool, sou
         text += f" Networks on {listed} are separate points at their width."
     text += " Filled markers are ours" + (" with 95% confidence intervals over seeds" if several_seeds else "")
     return text + (f"; hollow markers are the {source}'s." if references else ".")
+
+
+# ------------------------------------------------------------------------------------ sweeps
+
+def sweep_section(run: RunResults) -> list[dict]:
+    """Per sweep: its view (`report.sweep.SweepView`), a plot per field and one per pair of fields.
+
+    The figures number (fields + pairs of fields) per sweep, however many experiments it has.
+    """
+    from mnist_study.report import sweep_figures
+
+    out = []
+    for view in sweep_views(run):
+        ylabel = view.metric
+        effects = []
+        for f in view.levels:
+            levels = f.levels
+            baseline = next((i for i, r in enumerate(levels) if r.baseline), None)
+            fig = sweep_figures.effect_plot(
+                [r.label for r in levels], [r.value for r in levels], [_mean(r.mean) for r in levels],
+                [_low(r.ci) for r in levels], [_high(r.ci) for r in levels], f.axis, baseline,
+                title=f"{view.name}: {f.name} (mean over the other fields)", xlabel=f.name, ylabel=ylabel)
+            effects.append({"name": f.name, "img": uri(fig)})
+        interactions = []
+        for x in view.interactions:
+            grid = [[(_mean(c.mean), _low(c.ci), _high(c.ci)) for c in line] for line in x.cells]
+            means, lows, highs = (np.array([[cell[k] for cell in line] for line in grid], dtype=float) for k in range(3))
+            fig = sweep_figures.interaction_plot(
+                x.x_labels, x.x_values, x.x_axis, x.line_labels, means, lows, highs,
+                title=f"{view.name}: {x.x} by {x.lines}", xlabel=x.x, legend_title=x.lines, ylabel=ylabel)
+            interactions.append({"x": x.x, "lines": x.lines, "img": uri(fig)})
+        out.append({"view": view, "effects": effects, "interactions": interactions})
+    return out
+
+
+def _mean(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _low(ci: list[float] | None) -> float:
+    return math.nan if ci is None else ci[0]
+
+
+def _high(ci: list[float] | None) -> float:
+    return math.nan if ci is None else ci[1]
 
 
 # --------------------------------------------------------------------------- each experiment
@@ -143,8 +215,9 @@ def experiment_section(e: Experiment, result: SeedResult, inputs: ExperimentInpu
     images = inputs.x_test.reshape(-1, 28, 28)
     m = result.metrics
     return {
-        "name": e.name, "title": e.title, "anchor": f"exp-{e.name}", "seed": result.seed, "n_seeds": n_seeds,
-        "summary": (f"{e.frontend.describe()}, {e.hidden} hidden node{'s' if e.hidden != 1 else ''}, "
+        "name": e.name, "title": e.title or ", ".join(f"{k} = {value_label(v)}" for k, v in e.swept.items()),
+        "anchor": f"exp-{e.name}", "seed": result.seed, "n_seeds": n_seeds,
+        "summary": (f"{e.frontend.describe()}, {network_text(e)}, "
                     f"λ = {e.l2:g}; seed {result.seed}: test accuracy {result.accuracy('test'):.2f}%, "
                     + _training_summary(m)),
         "confusion_img": uri(figures.confusion_heatmap(result.confusion, f"{e.name}: test-set confusion matrix")),
@@ -164,6 +237,20 @@ def experiment_section(e: Experiment, result: SeedResult, inputs: ExperimentInpu
     }
 
 
+def network_text(e: Experiment) -> str:
+    """The hidden layers in words: "130 hidden nodes", "hidden layers 100-100", "no hidden layer"."""
+    if not e.widths:
+        return "no hidden layer (softmax regression)"
+    if len(e.widths) == 1:
+        return f"{e.width} hidden node{'s' if e.width != 1 else ''}"
+    return f"hidden layers {e.shape_text}"
+
+
+def layer_text(e: Experiment) -> str:
+    """Which layer the hidden-node analyses look at, when there is more than one: " (first of 2 hidden layers)"."""
+    return f" (first of {len(e.widths)} hidden layers)" if len(e.widths) > 1 else ""
+
+
 def _training_summary(metrics: dict) -> str:
     """How a seed's training ended: its epochs and kept weights, and, when it diverged, where."""
     kept = "the initial weights kept" if metrics["best_epoch"] == 0 else f"weights of epoch {metrics['best_epoch']} kept"
@@ -175,20 +262,25 @@ def _training_summary(metrics: dict) -> str:
 
 
 def hidden_section(e: Experiment, result: SeedResult, inputs: ExperimentInputs, tsne_points,
-                   tsne_jobs: int | None) -> dict:
+                   tsne_jobs: int | None) -> dict | None:
+    """What the (first) hidden layer does with the training images; None for a network without one."""
     model = result.model()
     width = model.hidden_width
+    if width == 0:
+        return None
+    layer = layer_text(e)
     if width <= 2:
         hidden, _ = model.hidden_and_proba(inputs.features(inputs.x_train))
         if width == 1:
             fig = maps.activation_boxplot(hidden[:, 0], inputs.y_train,
-                                          f"{e.name}: activation of the single hidden node per digit")
+                                          f"{e.name}: activation of the single hidden node{layer} per digit")
             what = (f"The single node's activation on all {len(inputs.y_train):,} training images, by digit, "
                     "with each digit's full range.")
         else:
-            fig = maps.activation_scatter(hidden, inputs.y_train, f"{e.name}: the two hidden nodes' activations")
+            fig = maps.activation_scatter(hidden, inputs.y_train, f"{e.name}: the two hidden nodes' activations{layer}")
             what = f"Both nodes' activations on all {len(inputs.y_train):,} training images, one colour per digit."
-        return {"name": e.name, "kind": "boxplot" if width == 1 else "scatter", "img": uri(fig), "what": what}
+        return {"name": e.name, "kind": "boxplot" if width == 1 else "scatter", "img": uri(fig), "what": what,
+                "layer": layer}
     index = analysis.sample_indices(len(inputs.y_train), tsne_points, result.seed)
     hidden, _ = model.hidden_and_proba(inputs.features(inputs.x_train[index]))
     start = time.perf_counter()
@@ -196,26 +288,30 @@ def hidden_section(e: Experiment, result: SeedResult, inputs: ExperimentInputs, 
     seconds = time.perf_counter() - start
     knn = analysis.knn_accuracy(embedding, inputs.y_train[index])
     fig = maps.tsne_map(embedding, inputs.y_train[index], inputs.x_train[index],
-                        f"{e.name}: t-SNE map of the {width} hidden activations of {len(index):,} training images")
+                        f"{e.name}: t-SNE map of the {width} hidden activations{layer} of {len(index):,} training images")
     what = (f"t-SNE (perplexity 40, 300 iterations, PCA initialisation) of the {width} "
-            f"hidden activations of {len(index):,} training images "
+            f"hidden activations{layer} of {len(index):,} training images "
             f"({'all' if len(index) == len(inputs.y_train) else f'a seeded sample of {len(inputs.y_train):,}'}). "
             f"A 10-nearest-neighbour vote on the map recovers the digit for {knn:.1%} of the points.")
     return {"name": e.name, "kind": "tsne", "img": uri(fig), "what": what, "knn": knn,
-            "points": len(index), "tsne_seconds": seconds}
+            "points": len(index), "tsne_seconds": seconds, "layer": layer}
 
 
-def patterns_section(e: Experiment, result: SeedResult, inputs: ExperimentInputs) -> dict:
-    """The activation-maximisation patterns of the hidden nodes; "first" is what the network makes
-    of the first pattern shown (for the notes' `pattern:<experiment>` exhibit)."""
+def patterns_section(e: Experiment, result: SeedResult, inputs: ExperimentInputs) -> dict | None:
+    """The activation-maximisation patterns of the (first) hidden layer's nodes; "first" is what the
+    network makes of the first pattern shown (for the notes' `pattern:<experiment>` exhibit). None
+    for a network without a hidden layer."""
     model = result.model()
+    if model.hidden_width == 0:
+        return None
+    layer = layer_text(e)
     sample = inputs.x_train[analysis.sample_indices(len(inputs.y_train), SAMPLE_FOR_NODE_RANKING, result.seed)]
     start = time.perf_counter()
     patterns = analysis.activation_maximization(model, inputs.frontend, sample=sample, seed=result.seed)
     seconds = time.perf_counter() - start
-    chosen = ("every hidden node" if len(patterns.nodes) == model.hidden_width
-              else f"the {len(patterns.nodes)} most active of {model.hidden_width} nodes (by mean activation "
-                   f"on {len(sample):,} training images)")
+    chosen = (f"every hidden node{layer}" if len(patterns.nodes) == model.hidden_width
+              else f"the {len(patterns.nodes)} most active of {model.hidden_width} nodes{layer} (by mean "
+                   f"activation on {len(sample):,} training images)")
     counts = np.bincount(patterns.predicted, minlength=10)
     fig = maps.pattern_grid(patterns.images, patterns.nodes, patterns.predicted,
                             f"{e.name}: patterns that maximise {chosen}")
@@ -262,6 +358,17 @@ def _command(run: RunResults) -> str:
     return f"mnist-study run {study} {seeds}{data} --out {run.path}"
 
 
+def _missing(run: RunResults) -> list[tuple[str, int]]:
+    """The (experiment, seed) pairs of the manifest's seeds that the loaded run lacks.
+
+    `load_run` has already checked every finished seed it loaded; `run.missing()` would check them
+    all again, which a sweep of thousands of networks feels.
+    """
+    seeds = run.manifest.get("seeds", [0])
+    found = {(name, r.seed) for name, results in run.seeds.items() for r in results}
+    return [(e.name, s) for e in run.experiments for s in seeds if (e.name, s) not in found]
+
+
 def reproducibility_section(run: RunResults) -> dict:
     m = run.manifest
     stages = sorted(((k, v) for k, v in (m.get("stages") or {}).items()), key=lambda kv: -kv[1])
@@ -277,5 +384,5 @@ def reproducibility_section(run: RunResults) -> dict:
         "data_source": data.get("source"), "data_verified": data.get("verified"),
         "digests": sorted((data.get("digests") or {}).items()),
         "stages": [(k, f"{v:.1f}") for k, v in stages],
-        "missing": [f"{name} seed {seed}" for name, seed in run.missing()],
+        "missing": [f"{name} seed {seed}" for name, seed in _missing(run)],
     }

@@ -57,6 +57,7 @@ class AccuracyRow:
     train_seconds: list[float]  # per seed
     diverged: list[int | None] = field(default_factory=list)  # per seed: the epoch its loss became NaN
     # or infinite (training stopped there, keeping the weights from before it), None if it did not
+    shape: str = ""  # the hidden widths, "130", "100-100" or "0" (`hidden` is the first one's, 0 if none)
 
     @property
     def diverged_seeds(self) -> list[int]:
@@ -136,11 +137,11 @@ def accuracy_rows(run: RunResults, confidence: float = 0.95) -> list[AccuracyRow
                                         getattr(e.reference, split) if e.reference else None, confidence)
                   for split in SPLITS}
         rows.append(AccuracyRow(
-            experiment=e.name, title=e.title, hidden=e.hidden, frontend=e.frontend.kind,
+            experiment=e.name, title=e.title, hidden=e.width, frontend=e.frontend.kind,
             seeds=[r.seed for r in results], **splits,
             epochs=[r.metrics["epochs_run"] for r in results],
             train_seconds=[r.metrics["train_seconds"] for r in results],
-            diverged=[diverged_epoch(r.metrics) for r in results],
+            diverged=[diverged_epoch(r.metrics) for r in results], shape=e.shape_text,
         ))
     return rows
 
@@ -217,7 +218,7 @@ def accuracy_table(rows: list[AccuracyRow], title: str = "Accuracy (%)",
     table.add_column("epochs", justify="right", no_wrap=True)
     table.add_column("s", justify="right")
     for r in rows:
-        cells = [r.experiment, frontend_short_name(r.frontend), str(r.hidden)]
+        cells = [r.experiment, frontend_short_name(r.frontend), r.shape or str(r.hidden)]
         for split in SPLITS:
             s = r.split(split)
             cells.append(_cell(s, 2) + ("" if s.reference is None else f"\n[dim]\\[{s.reference:.1f}][/]"))

@@ -2,21 +2,31 @@
 
 Check grammar (keywords and split names are case-insensitive, whitespace is free)::
 
-    check  := term OP term [ "by more than" NUMBER ["points"] | "within" NUMBER ["points"] ]
-    OP     := "<" | ">" | "<=" | ">=" | "~"            (also ≤ ≥ ≈)
-    term   := EXP "." SPLIT [ ("+" | "-") NUMBER ] | NUMBER ["%"]
-    EXP    := letters, digits, "-" and "_"   SPLIT := train | validation | test
+    check    := term OP term [ "by more than" NUMBER ["points"] | "within" NUMBER ["points"] ]
+    OP       := "<" | ">" | "<=" | ">=" | "~"            (also ≤ ≥ ≈)
+    term     := (EXP | selector) "." SPLIT [ ("+" | "-") NUMBER ] | NUMBER ["%"]
+    EXP      := letters, digits, ".", "-" and "_"; the split is what follows the last "."
+                (w130-lr0.001.test is experiment w130-lr0.001, split test)
+    SPLIT    := train | validation | test
+    selector := "{" FIELD "=" VALUE { "," FIELD "=" VALUE } "}"     e.g. {optimizer=adam}.test
 
 Numbers are accuracies in percent, or percentage points for offsets and bounds; a number too
 large to be a finite float (hundreds of digits) is a syntax error, not infinity. Write
 ``D = left - right`` (offsets included); `mnist_study.stats.claims` says how each check is decided.
+
+A selector picks experiments of a [[sweep]] by their swept values instead of naming one. VALUE is
+written as in TOML (130, 0.001, true, [100, 100], "adam") or as in generated names (adam, 100x100).
+When the study is read, a check with selectors becomes one check per pair of experiments of one
+sweep that match the two sides and agree on every swept field neither side names:
+"{optimizer=adam}.test > {optimizer=rmsprop}.test" in a sweep of widths x optimisers is that
+comparison at every width, and all of them are tested together under Holm's correction.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mnist_study.data.splits import SPLITS
@@ -27,26 +37,38 @@ class CheckSyntaxError(UserError, ValueError):
     """A check string that does not follow the grammar in the module docstring."""
 
 
+Selector = tuple[tuple[str, str], ...]  # ((field, value as written), ...) of "{field=value, ...}"
+
+
 @dataclass(frozen=True)
 class Term:
     """One side of a check: ``experiment.split + offset``, or a constant when experiment is None.
 
     ``offset`` is in percentage points; for a constant it is the constant itself (percent).
+    ``selector`` holds the ``{field=value, ...}`` pairs of a side that picks experiments by their
+    swept values (then ``experiment`` is None until the study replaces the selector by names).
     """
 
     experiment: str | None
     split: str | None
     offset: float = 0.0
+    selector: Selector | None = None
 
     @property
     def is_constant(self) -> bool:
-        return self.experiment is None
+        return self.experiment is None and self.selector is None
+
+    @property
+    def selector_text(self) -> str:
+        """The selector as a canonical string, e.g. "{optimizer=adam}"; "" for other terms."""
+        return "{" + ", ".join(f"{k}={v}" for k, v in self.selector) + "}" if self.selector else ""
 
     def label(self, with_split: bool = True) -> str:
         """Human-readable name, e.g. "exp6.test", "exp6 − 3", "99.9"."""
         if self.is_constant:
             return _fmt_num(self.offset)
-        name = f"{self.experiment}.{self.split}" if with_split else str(self.experiment)
+        who = self.experiment if self.selector is None else self.selector_text
+        name = f"{who}.{self.split}" if with_split else str(who)
         if self.offset == 0:
             return name
         return f"{name} {'+' if self.offset > 0 else '−'} {_fmt_num(abs(self.offset))}"
@@ -66,6 +88,7 @@ class Check:
     op : ">", ">=" or "~".
     by_more_than : d of "by more than d points" (only with > and <), else None.
     within : m of "within m points" (only with >=, <= and ~), else None (use the claim margin).
+    swapped : whether the sides were swapped (written with < or <=): `written` is their order in `text`.
     """
 
     text: str
@@ -74,39 +97,91 @@ class Check:
     right: Term
     by_more_than: float | None = None
     within: float | None = None
+    swapped: bool = field(default=False, compare=False)
+
+    @property
+    def written(self) -> tuple[Term, Term]:
+        """The two terms in the order the check writes them."""
+        return (self.right, self.left) if self.swapped else (self.left, self.right)
 
     @property
     def experiments(self) -> set[str]:
         return {t.experiment for t in (self.left, self.right) if t.experiment is not None}
+
+    @property
+    def has_selectors(self) -> bool:
+        return any(t.selector is not None for t in (self.left, self.right))
 
 
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"  # ASCII digits only: \d also matches other scripts' digits
 _TOKEN = re.compile(
     rf"""
     (?P<ws>\s+)
-  | (?P<ref>[A-Za-z0-9_-]+\.[A-Za-z_]\w*)    # experiment.split (split starts with a letter)
+  | (?P<selector>\{{[^{{}}]*\}}\.[A-Za-z_]\w*)   # {{field=value, ...}}.split
+  | (?P<braces>\{{[^{{}}]*\}}?)                # a selector without its split (or its closing brace)
+  | (?P<ref>[A-Za-z0-9_.-]+\.[A-Za-z_]\w*)    # experiment.split: the split follows the last dot and
+                                             # starts with a letter (w130-lr0.001.test)
   | (?P<number>{_NUMBER}%?)
   | (?P<op>[<>=~!≤≥≈]+)
   | (?P<sign>[+\-−])
-  | (?P<word>[A-Za-z_][A-Za-z0-9_-]*)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_.-]*)
     """,
     re.VERBOSE,
 )
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = {"<": "<", ">": ">", "<=": "<=", ">=": ">=", "~": "~"}
 _OPERATORS.update({"≤": "<=", "≥": ">=", "≈": "~"})
 _UNITS = {"point", "points", "pt", "pts"}
 
 
-def _tokenize(text: str) -> list[tuple[str, str]]:
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    """(kind, text, position) of each token but whitespace."""
     tokens, pos = [], 0
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None:
             raise CheckSyntaxError(f"unexpected character {text[pos]!r} at position {pos}")
         if match.lastgroup != "ws":
-            tokens.append((match.lastgroup, match.group()))
+            tokens.append((match.lastgroup, match.group(), pos))
         pos = match.end()
     return tokens
+
+
+def _split_top_level(body: str) -> list[str]:
+    """`body` split at the commas outside brackets and quotes ("a=1, b=[1, 2]" -> 2 parts)."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, char in enumerate(body):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(body[start:i])
+            start = i + 1
+    parts.append(body[start:])
+    return parts
+
+
+def _selector(text: str) -> Selector:
+    """The (field, value) pairs of a selector's text, e.g. "{optimizer=adam, hidden=130}"."""
+    body = text[1:-1]
+    if not body.strip():
+        raise CheckSyntaxError(f"the selector {text} is empty; write {{FIELD=VALUE}}, e.g. {{optimizer=adam}}")
+    pairs = []
+    for part in _split_top_level(body):
+        field, equals, value = part.partition("=")
+        field, value = field.strip(), value.strip()
+        if not equals or not _FIELD.fullmatch(field) or not value:
+            raise CheckSyntaxError(f"the selector {text} needs FIELD=VALUE pairs separated by commas, "
+                                   f"not {part.strip()!r}")
+        if field in (f for f, _ in pairs):
+            raise CheckSyntaxError(f"the selector {text} gives {field} twice")
+        pairs.append((field, value))
+    return tuple(pairs)
 
 
 class _Parser:
@@ -118,7 +193,7 @@ class _Parser:
         self.pos = 0
 
     def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+        return self.tokens[self.pos][:2] if self.pos < len(self.tokens) else None
 
     def take(self) -> tuple[str, str]:
         token = self.peek()
@@ -155,9 +230,10 @@ class _Parser:
             raise CheckSyntaxError(f"'within' goes with ~, >= or <=, not {op!r}")
         if op == "~" and within == 0:
             raise CheckSyntaxError("'~' needs a margin above 0 points")
-        if op in ("<", "<="):  # normalise: A < B  <=>  B > A
+        swapped = op in ("<", "<=")
+        if swapped:  # normalise: A < B  <=>  B > A
             left, right, op = right, left, op.replace("<", ">")
-        return Check(self.text, left, op, right, by_more_than, within)
+        return Check(self.text, left, op, right, by_more_than, within, swapped)
 
     def term(self) -> Term:
         kind, value = self.take()
@@ -167,9 +243,14 @@ class _Parser:
             raise CheckSyntaxError(
                 f"{value!r} is not EXPERIMENT.SPLIT (e.g. {value}.test) or a number"
             )
-        if kind != "ref":
+        if kind == "braces":
+            if not value.endswith("}"):
+                raise CheckSyntaxError(f"the selector {value} has no closing '}}'")
+            raise CheckSyntaxError(f"the selector {value} needs a split, e.g. {value}.test")
+        if kind not in ("ref", "selector"):
             raise CheckSyntaxError(f"expected EXPERIMENT.SPLIT or a number but found {value!r}")
-        experiment, split = value.split(".", 1)
+        experiment, split = value.rsplit(".", 1)
+        selector = _selector(experiment) if kind == "selector" else None
         if split.lower() not in SPLITS:
             raise CheckSyntaxError(
                 f"unknown split {split!r} in {value!r}; expected one of {', '.join(SPLITS)}"
@@ -182,6 +263,8 @@ class _Parser:
             if kind != "number" or number.endswith("%"):
                 raise CheckSyntaxError(f"expected a number of points after {token[1]!r}")
             offset = _number(number) if token[1] == "+" else -_number(number)
+        if selector is not None:
+            return Term(None, split.lower(), offset, selector)
         return Term(experiment, split.lower(), offset)
 
     def keyword(self, word: str) -> None:
@@ -218,6 +301,21 @@ def parse_check(text: str) -> Check:
         return _Parser(text).parse()
     except CheckSyntaxError as err:
         raise CheckSyntaxError(f"check {text!r}: {err}") from None
+
+
+def replace_selectors(text: str, names: list[str]) -> str:
+    """`text` with its selectors, in the order written, replaced by experiment names.
+
+    ``replace_selectors("{optimizer=adam}.test > {optimizer=sgd}.test", ["w10-adam", "w10-sgd"])``
+    is ``"w10-adam.test > w10-sgd.test"``; the rest of the check is kept as written.
+    """
+    spans = [(pos, pos + len(value) - len(value.rsplit(".", 1)[1]) - 1)
+             for kind, value, pos in _tokenize(text) if kind == "selector"]
+    if len(spans) != len(names):
+        raise ValueError(f"check {text!r} has {len(spans)} selectors, not {len(names)}")
+    for (start, end), name in reversed(list(zip(spans, names))):
+        text = text[:start] + name + text[end:]
+    return text
 
 
 def _fmt_num(x: float) -> str:

@@ -9,6 +9,13 @@ reproduction can test::
     checks = ["exp5.test < exp6.test", "exp6.test > exp7.test"]
     margin = 0.5            # optional, points; used by >=, <= and ~ without "within"
 
+In a study with a [[sweep]], a side of a check may be a selector instead of an experiment's name:
+``"{optimizer=adam}.test > {optimizer=rmsprop}.test"`` reads "at every other swept setting".
+When the study is read (`mnist_study.studies.sweep.expand_claims`) it becomes one check per pair
+of experiments of one sweep that match the two selectors and agree on every swept field that
+neither selector names, so a Claim holds concrete checks only, and ``written_checks`` keeps the
+checks as written. The expanded checks are tested like any others, in the same Holm family.
+
 The grammar of a check is in `mnist_study.stats.checks`. Numbers are accuracies in percent, or
 percentage points for offsets and bounds. Write ``D = left - right`` (offsets included). Each check is two one-sided hypotheses, one that would
 support it and one that would contradict it:
@@ -76,12 +83,25 @@ class Claim(pydantic.BaseModel):
     checks: list[str] = pydantic.Field(min_length=1, description="comparisons that must all hold (grammar below)")
     margin: float = pydantic.Field(default=0.5, ge=0, description="percentage points: the margin of >=, <= "
                                                                   "and ~ checks that give no `within`")
+    written_checks: list[str] = pydantic.Field(
+        default=[], description="the checks as written when selectors such as {optimizer=adam} were expanded "
+                                "into `checks` (set when the study is read)")
 
     @pydantic.field_validator("checks")
     @classmethod
     def _checks_parse(cls, checks: list[str]) -> list[str]:
         for check in checks:
-            parse_check(check)  # its CheckSyntaxError names the check; pydantic adds the field
+            # its CheckSyntaxError names the check; pydantic adds the field
+            if parse_check(check).has_selectors:
+                raise ValueError(f"check {check!r}: a selector picks experiments of the study's sweeps, so only "
+                                 "a study can expand it (mnist_study.studies.parse_study does)")
+        return checks
+
+    @pydantic.field_validator("written_checks")
+    @classmethod
+    def _written_checks_parse(cls, checks: list[str]) -> list[str]:
+        for check in checks:
+            parse_check(check)
         return checks
 
     @pydantic.model_validator(mode="after")
@@ -103,18 +123,26 @@ def validate_claim_experiments(claims: Iterable[Claim], experiment_names: Iterab
     The message lists every offending check (with its claim) and the known experiments.
     """
     known = list(dict.fromkeys(experiment_names))
+    known_set = set(known)
     problems = []
     for claim in claims:
         for check in claim.parsed_checks:
-            unknown = sorted(check.experiments - set(known))
+            unknown = sorted(check.experiments - known_set)
             if unknown:
                 problems.append(f"claim {claim.name!r}, check {check.text!r}: {', '.join(unknown)}")
     if problems:
         raise ValueError(
             "unknown experiment(s) in claims: "
             + "; ".join(problems)
-            + f". Known experiments: {', '.join(known) or '(none)'}"
+            + f". Known experiments: {_listed(known)}"
         )
+
+
+def _listed(names: list[str], limit: int = 20) -> str:
+    """Names for a message: all of a few, the first `limit` of a sweep's thousands."""
+    if len(names) <= limit:
+        return ", ".join(names) or "(none)"
+    return f"{', '.join(names[:limit])}, … ({len(names) - limit:,} more)"
 
 
 @dataclass(frozen=True)

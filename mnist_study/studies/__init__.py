@@ -19,6 +19,13 @@ keeps just those inherited experiments (and the base's claims and notes that nam
 `[[experiment]]` with a new name is added. The run directory keeps the resolved study, so a run
 never depends on the file it came from.
 
+A `[[sweep]]` is a grid of experiments written once (see `sweep.py`): it is expanded into
+experiments when its file is read, before anything is validated, so a derived study inherits a
+base's swept experiments like any other (`only` may name them, `[every_experiment]` sets their
+keys but not the fields the sweep varies) and adds its own sweeps beside the base's. Claims whose
+checks pick experiments by their swept values (`{optimizer=adam}.test`) are expanded last, over
+the study's final experiments.
+
 Errors name the file, the experiment (by its name) and the key, and suggest the closest valid key.
 What no study needs is refused before anything is built: a file over `MAX_STUDY_BYTES`, tables or
 arrays nested deeper than `MAX_DEPTH`, more than `MAX_EXPERIMENTS` experiments, and numbers that
@@ -39,7 +46,10 @@ from pydantic import ValidationError
 
 from mnist_study.errors import StudyError
 from mnist_study.stats.claims import Claim
-from mnist_study.study import MAX_EXPERIMENTS, Experiment, Note, Reference, Study
+from mnist_study.stats.checks import CheckSyntaxError, parse_check
+from mnist_study.studies.sweep import (SET_BY_SWEEP, SWEEP_KEYS, NoMatch, Selection, expand_claims,
+                                       expand_sweeps)
+from mnist_study.study import MAX_EXPERIMENTS, Experiment, Note, Reference, Study, Sweep
 from mnist_study.training.frontends import FRONTENDS
 
 BUILTIN_STUDIES = tuple(sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml")))
@@ -74,6 +84,7 @@ def study_from_data(data: dict, source: str = "<study>", directory: Path | None 
     _check_values(data, source)
     data = _resolve(data, source, directory or Path.cwd(), (source,))
     _check_size(data, source)
+    data = expand_claims(data, source)
     try:
         return Study.model_validate(data)
     except ValidationError as e:
@@ -159,12 +170,13 @@ def _check_size(data: dict, source: str) -> None:
 
 def _resolve(data: dict, source: str, directory: Path, seen: tuple[str, ...]) -> dict:
     """`data` with its `extends` chain merged in: a plain study, as if written out in full."""
+    _refuse_derived_keys(data, source)
     base_name = data.get("extends")
     if base_name is None:
         stray = [k for k in EXTENDING_KEYS if k in data]
         if stray:
             raise StudyError(f"{source}: {', '.join(stray)} only make sense with `extends = \"<study>\"`")
-        return data
+        return expand_sweeps(data, source)
     if not isinstance(base_name, str):
         raise StudyError(f"{source}: extends must be a study name or file, got {_short_repr(base_name)}")
     try:
@@ -182,20 +194,63 @@ def _resolve(data: dict, source: str, directory: Path, seen: tuple[str, ...]) ->
     if not isinstance(overrides, list):
         raise StudyError(f"{source}: experiment must be a list of tables ([[experiment]]), got "
                          f"{_short_repr(overrides)}")
+    by_name = {_name(e): e for e in reversed(experiments) if isinstance(_name(e), str)}
     for override in overrides:
-        match = next((e for e in experiments if isinstance(override, dict) and _name(e) == override.get("name")), None)
+        match = by_name.get(_name(override)) if isinstance(_name(override), str) else None
         if match is not None:
+            swept = sorted(set(override) & set(match.get("swept") or ()))
+            if swept:
+                raise StudyError(f"{source}: experiment {match['name']!r} > {swept[0]}: is a value of sweep "
+                                 f"{match['sweep']!r}, which makes that experiment; drop it with `only` and add "
+                                 f"an [[experiment]] of another name instead")
             match.update(override)
         else:
             experiments.append(override)
+            if isinstance(_name(override), str):
+                by_name.setdefault(_name(override), override)
     merged = {**base, **child, "experiment": experiments}
+    merged["sweep"] = child.get("sweep", [])
+    merged = expand_sweeps(merged, source, _inherited_sweeps(base, experiments, data.get("every_experiment")))
+    if not merged["sweep"]:
+        del merged["sweep"]
     if "only" in data:
-        kept = {_name(e) for e in experiments}
+        kept = {_name(e) for e in merged["experiment"]}
+        selection = Selection(merged["experiment"], merged.get("sweep", []))
         if "claim" not in child:
-            merged["claim"] = [c for c in _as_list(base.get("claim", [])) if _names_only(c, kept)]
+            merged["claim"] = [c for c in _as_list(base.get("claim", [])) if _names_only(c, kept, selection)]
         if "note" not in child:
-            merged["note"] = [n for n in _as_list(base.get("note", [])) if _names_only(n, kept)]
+            merged["note"] = [n for n in _as_list(base.get("note", [])) if _names_only(n, kept, selection)]
     return merged
+
+
+def _inherited_sweeps(base: dict, experiments: list, every: Any) -> list[dict]:
+    """The base's sweeps that still have experiments, their `fixed` updated by [every_experiment]."""
+    sweeps = base.get("sweep", [])
+    if not isinstance(sweeps, list):
+        return []
+    left = {e.get("sweep") for e in experiments if isinstance(e, dict)}
+    every = every if isinstance(every, dict) else {}
+    kept = []
+    for sweep in sweeps:
+        if isinstance(sweep, dict) and sweep.get("name") in left:
+            fixed = {**sweep.get("fixed", {}), **{k: v for k, v in every.items() if k not in sweep.get("vary", {})}}
+            kept.append({**sweep, "fixed": fixed})
+    return kept
+
+
+def _refuse_derived_keys(data: dict, source: str) -> None:
+    """Refuse, in a file's own tables, keys that only reading a study sets (sweep, swept, written_checks)."""
+    for e in data.get("experiment", []) if isinstance(data.get("experiment"), list) else []:
+        key = next((k for k in SET_BY_SWEEP if isinstance(e, dict) and k in e), None)
+        if key is not None:
+            label = f"experiment {e['name']!r}" if isinstance(e.get("name"), str) else "experiment"
+            raise StudyError(f"{source}: {label} > {key}: is set by a [[sweep]] for the experiments it makes, "
+                             "not written in an [[experiment]]; write a [[sweep]] table instead")
+    for c in data.get("claim", []) if isinstance(data.get("claim"), list) else []:
+        if isinstance(c, dict) and "written_checks" in c:
+            label = f"claim {c['name']!r}" if isinstance(c.get("name"), str) else "claim"
+            raise StudyError(f"{source}: {label} > written_checks: is set when a study is read, from checks "
+                             "with selectors such as {optimizer=adam}.test; write those in `checks`")
 
 
 def _name(experiment: Any) -> Any:
@@ -205,6 +260,11 @@ def _name(experiment: Any) -> Any:
 
 def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def _listed(names: list[str], limit: int = 40) -> str:
+    """Names for a message: all of a few, the first `limit` of a sweep's thousands."""
+    return ", ".join(names) if len(names) <= limit else f"{', '.join(names[:limit])}, … ({len(names) - limit:,} more)"
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
@@ -223,31 +283,45 @@ def _inherited_experiments(base: dict, data: dict, source: str, base_source: str
     if only is not None:
         if not isinstance(only, list) or not all(isinstance(n, str) for n in only):
             raise StudyError(f"{source}: only must be a list of experiment names, got {_short_repr(only)}")
-        unknown = [n for n in only if n not in names]
+        known, wanted = {n for n in names if isinstance(n, str)}, set(only)
+        unknown = [n for n in only if n not in known]
         if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise StudyError(f"{source}: only names {', '.join(map(repr, unknown))}, which the base study does "
-                             f"not have; it has: {', '.join(map(str, names))}")
-        experiments = [e for e in experiments if _name(e) in only]
+                             f"not have{hint}; it has: {_listed(list(map(str, names)))}")
+        experiments = [e for e in experiments if _name(e) in wanted]
     every = data.get("every_experiment", {})
     if not isinstance(every, dict):
         raise StudyError(f"{source}: [every_experiment] must be a table of experiment settings")
-    settable = set(Experiment.model_fields) - {"name"}
+    settable = set(Experiment.model_fields) - {"name", *SET_BY_SWEEP}
     for key in every:
         if key not in settable:
             raise StudyError(f"{source}: every_experiment.{key}: unknown key{_suggest(key, settable)}")
     for e in experiments:
         if isinstance(e, dict):
-            e.update(every)
+            swept = e.get("swept")  # a sweep's own values stay: its grid is what it is for
+            e.update({k: v for k, v in every.items() if k not in swept} if isinstance(swept, dict) else every)
     return experiments
 
 
-def _names_only(entry: Any, names: set[str]) -> bool:
-    """Whether a claim or note (as raw TOML) names no experiment outside `names`."""
+def _names_only(entry: Any, names: set[str], selection: Selection) -> bool:
+    """Whether a claim or note (as raw TOML) names no experiment outside `names`.
+
+    A check with selectors counts as naming the experiments it expands to over `selection`; one
+    that no longer expands to any (its sweep's experiments dropped by `only`) drops its claim.
+    """
     if not isinstance(entry, dict):
         return True
-    text = " ".join(map(str, _as_list(entry.get("checks", [])) + _as_list(entry.get("show", []))))
-    mentioned = set(re.findall(r"([A-Za-z0-9][A-Za-z0-9_-]*)\.(?:train|validation|test)\b", text))
-    mentioned |= set(re.findall(r"(?:pattern|figure):([A-Za-z0-9][A-Za-z0-9_-]*)", text))
+    mentioned = set()
+    for text in _as_list(entry.get("checks", [])):
+        try:
+            checks = [parse_check(t) for t in selection.expand(text)] if isinstance(text, str) else []
+        except (CheckSyntaxError, NoMatch):
+            return not isinstance(text, str) or "{" not in text  # a syntax error is reported when validated
+        mentioned |= {name for check in checks for name in check.experiments}
+    show = " ".join(map(str, _as_list(entry.get("show", []))))
+    mentioned |= set(re.findall(r"(?:pattern|figure):([A-Za-z0-9][A-Za-z0-9_.-]*)", show))
     return mentioned <= names
 
 
@@ -265,6 +339,10 @@ def _known_keys(loc: tuple) -> set[str]:
         return set(Reference.model_fields)
     if last == "claim":
         return set(Claim.model_fields)
+    if last == "sweep":
+        return set(Sweep.model_fields) | set(Experiment.model_fields)
+    if last in ("vary", "baseline", "fixed") and "sweep" in parents:
+        return set(Experiment.model_fields)
     if last == "note":
         return set(Note.model_fields)
     if "frontend" in parents:
@@ -278,18 +356,41 @@ def _suggest(key: str, known: set[str]) -> str:
 
 
 def _where(loc: tuple, data: dict) -> str:
-    """A location as a person reads it: experiment 'exp4' > hidden, not experiment.3.hidden."""
+    """A location as a person reads it: experiment 'exp4' > hidden, not experiment.3.hidden.
+
+    An experiment a sweep made is named with its sweep, and a problem with one of the sweep's
+    fixed keys is put where it was written: sweep 'widths' > max_epochs.
+    """
+    sweep = _swept_origin(loc, data)
+    if sweep is not None:
+        return " > ".join([f"sweep {sweep!r}", *map(str, loc[2:])])
     parts, node = [], data
     for part in loc:
         if isinstance(part, int) and isinstance(node, list):
             item = node[part] if part < len(node) else None
             label = item.get("name") or item.get("title") if isinstance(item, dict) else None
             parts[-1] = f"{parts[-1]} {label!r}" if label else f"{parts[-1]} #{part + 1}"
+            if isinstance(item, dict) and isinstance(item.get("swept"), dict) and parts[-1].startswith("experiment"):
+                parts[-1] += f" (sweep {item.get('sweep')!r})"
             node = item
         else:
             parts.append(str(part))
             node = node.get(part) if isinstance(node, dict) else None
     return " > ".join(parts) or "(top level)"
+
+
+def _swept_origin(loc: tuple, data: dict) -> str | None:
+    """The sweep whose fixed key `loc` points into (experiment, i, key, ...), if any."""
+    if len(loc) < 3 or loc[0] != "experiment" or not isinstance(loc[1], int):
+        return None
+    experiments = data.get("experiment")
+    item = experiments[loc[1]] if isinstance(experiments, list) and loc[1] < len(experiments) else None
+    if not isinstance(item, dict) or not isinstance(item.get("swept"), dict):
+        return None
+    for sweep in data.get("sweep", []) if isinstance(data.get("sweep"), list) else []:
+        if isinstance(sweep, dict) and sweep.get("name") == item.get("sweep") and loc[2] in sweep.get("fixed", {}):
+            return item["sweep"]
+    return None
 
 
 MAX_LISTED_PROBLEMS = 20  # a study wrong in every experiment needs its first few fixed, not a page
@@ -306,6 +407,7 @@ def format_errors(source: str, error: ValidationError, data: dict) -> str:
         elif "input" in item and item["type"].endswith("_type"):
             message += f" (got {_short_repr(item['input'])})"
         problems.append(f"{_where(loc, data)}: {message}")
+    problems = list(dict.fromkeys(problems))  # a sweep's fixed key is wrong once, not once per experiment
     if len(problems) == 1:
         return f"{source} is not a valid study: {problems[0]}"
     lines = [f"{source} is not a valid study:"] + [f"  - {p}" for p in problems[:MAX_LISTED_PROBLEMS]]

@@ -1,14 +1,18 @@
-"""The network of the paper: Dense(H, ReLU) -> Dense(10, softmax), with Keras' initialisation.
+"""The network of the paper, Dense(H, ReLU) -> Dense(10, softmax), and the MLP family around it.
 
 Parameters are plain tensors in a dict, Keras-style kernels of shape (inputs, outputs), so that a
 stack of S independently initialised networks is the same dict with a leading seed axis:
 
     hidden.kernel (S, D, H)   hidden.bias (S, 1, H)   output.kernel (S, H, C)   output.bias (S, 1, C)
 
-Models are registered by name in MODELS. A model class names its parameters (`param_names`),
-initialises one network (`init_params(n_inputs, hidden, seed)`), and, built from trained
-parameters, is the network for inference; the trainer finds it with `model_class(name)`. The
-hand-written eager step and the compiled epoch in trainer.py are the "mlp"'s.
+Deeper networks add hidden2 ... hidden4, a network of depth 0 has only the output layer, and a
+network may carry input.mean and input.scale to standardise its inputs (network.py names them all).
+
+Models are registered by name in MODELS. A model class names the paper's parameters
+(`param_names`), initialises one paper network (`init_params(n_inputs, hidden, seed)`) or one of
+any depth (`init_network(n_inputs, layers, seed, init)`), and, built from trained parameters, is
+the network for inference; the trainer finds it with `model_class(name)`. The hand-written eager
+step and the compiled epoch in trainer.py are the paper's "mlp"'s; general.py trains the rest.
 """
 
 from __future__ import annotations
@@ -17,18 +21,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from mnist_study.data.digits import N_CLASSES
 from mnist_study.errors import RunError
+from mnist_study.training.network import (STANDARDIZE_NAMES, activation, depth_of, glorot_uniform, init_network,
+                                          param_names)
+from mnist_study.training.network import forward as network_forward
 
 PARAM_NAMES = ("hidden.kernel", "hidden.bias", "output.kernel", "output.bias")
+FORMAT = "mnist_study.mlp/1"  # the safetensors metadata "format" of a saved MLP
 
-
-def glorot_uniform(fan_in: int, fan_out: int, generator: torch.Generator) -> torch.Tensor:
-    """Keras' default kernel initialiser: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
-    limit = (6.0 / (fan_in + fan_out)) ** 0.5
-    return (torch.rand(fan_in, fan_out, generator=generator, dtype=torch.float32) * 2 - 1) * limit
+__all__ = ["MLP", "MODELS", "PARAM_NAMES", "forward", "glorot_uniform", "init_network", "init_params", "model_class",
+           "stack_params", "unstack_params"]
 
 
 def init_params(n_inputs: int, hidden: int, seed: int, n_classes: int = N_CLASSES) -> dict[str, torch.Tensor]:
@@ -43,78 +49,122 @@ def init_params(n_inputs: int, hidden: int, seed: int, n_classes: int = N_CLASSE
 
 
 def stack_params(params: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack single networks along a new leading seed axis."""
-    return {name: torch.stack([p[name] for p in params]) for name in PARAM_NAMES}
+    """Stack single networks (with the same parameter names) along a new leading seed axis."""
+    return {name: torch.stack([p[name] for p in params]) for name in params[0]}
 
 
 def unstack_params(stacked: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
     """Copy network `index` out of a stack, on the CPU."""
-    return {name: stacked[name][index].detach().cpu().clone() for name in PARAM_NAMES}
+    return {name: value[index].detach().cpu().clone() for name, value in stacked.items()}
 
 
-def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hidden activations (..., N, H) and class logits (..., N, C) of inputs x (N, D).
+def forward(params: dict[str, torch.Tensor], x: torch.Tensor, activation_name: str = "relu"
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """First hidden layer's activations (..., N, H) and class logits (..., N, C) of inputs x (N, D).
 
-    Works for a single network and, by broadcasting, for a stack of S networks.
+    Works for a single network and, by broadcasting, for a stack of S networks; any depth
+    (network.forward).
     """
-    hidden = torch.relu(torch.matmul(x, params["hidden.kernel"]) + params["hidden.bias"])
-    logits = torch.matmul(hidden, params["output.kernel"]) + params["output.bias"]
-    return hidden, logits
+    return network_forward(params, x, activation_name)
 
 
 class MLP:
-    """The one-hidden-layer network; built from trained parameters, it serves inference: numpy in, numpy out."""
+    """A trained network of any depth, for inference: numpy in, numpy out.
+
+    Built from its parameters (network.py's names; input.mean and input.scale, where present,
+    standardise the inputs first) and its hidden layers' activation.
+    """
 
     param_names = PARAM_NAMES
     init_params = staticmethod(init_params)
+    init_network = staticmethod(init_network)
 
-    def __init__(self, params: dict[str, torch.Tensor]):
-        self.params = {name: params[name].detach().cpu().float() for name in PARAM_NAMES}
+    def __init__(self, params: dict[str, torch.Tensor], activation_name: str = "relu"):
+        activation(activation_name)  # a known one, or ValueError
+        names = param_names(depth_of(params)) + tuple(n for n in STANDARDIZE_NAMES if n in params)
+        self.params = {name: params[name].detach().cpu().float() for name in names}
+        self.activation = activation_name
+
+    @property
+    def depth(self) -> int:
+        """How many hidden layers (0 to 4)."""
+        return depth_of(self.params)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The hidden layers' widths, from the input."""
+        return tuple(self.params[name].shape[1] for name in param_names(self.depth)[:-2:2])
 
     @property
     def n_inputs(self) -> int:
-        return self.params["hidden.kernel"].shape[0]
+        return self.params[param_names(self.depth)[0]].shape[0]
 
     @property
     def hidden_width(self) -> int:
-        return self.params["hidden.kernel"].shape[1]
+        """The first hidden layer's width (0 for a network without hidden layers)."""
+        return self.layers[0] if self.layers else 0
 
     @torch.no_grad()
     def _batches(self, x: np.ndarray, batch_size: int):
-        """(hidden (n, H), probabilities (n, 10)) for each slice of `batch_size` inputs."""
+        """(first hidden layer (n, H), outputs (n, 10)) for each slice of `batch_size` inputs."""
         for start in range(0, len(x), batch_size):
-            hidden, logits = forward(self.params, torch.as_tensor(np.asarray(x[start:start + batch_size], np.float32)))
-            yield hidden.numpy(), torch.softmax(logits, dim=-1).numpy()
+            inputs = torch.as_tensor(np.asarray(x[start:start + batch_size], np.float32))
+            hidden, outputs = network_forward(self.params, inputs, self.activation)
+            yield hidden, outputs
 
     def hidden_and_proba(self, x: np.ndarray, batch_size: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
-        """Hidden activations (N, H) and class probabilities (N, 10) for inputs x (N, D) in [0, 1]."""
-        parts = list(self._batches(x, batch_size))
+        """First hidden layer's activations (N, H), (N, 0) at depth 0, and class probabilities (N, 10)
+        for inputs x (N, D) in [0, 1]."""
+        parts = [(h.numpy(), torch.softmax(o, dim=-1).numpy()) for h, o in self._batches(x, batch_size)]
         if not parts:
             return np.zeros((0, self.hidden_width), np.float32), np.zeros((0, N_CLASSES), np.float32)
         return np.concatenate([h for h, _ in parts]), np.concatenate([p for _, p in parts])
 
+    def outputs(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
+        """The output layer's raw values (N, 10): logits, or what a squared-error network fits to one-hot."""
+        parts = [o.numpy() for _, o in self._batches(x, batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, N_CLASSES), np.float32)
+
     def predict_proba(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
-        """Class probabilities (N, 10); unlike hidden_and_proba, keeps no (N, H) activations."""
-        parts = [proba for _, proba in self._batches(x, batch_size)]
+        """Class probabilities (N, 10), the softmax of the outputs; keeps no (N, H) activations."""
+        parts = [torch.softmax(o, dim=-1).numpy() for _, o in self._batches(x, batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, N_CLASSES), np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(axis=1)
 
+    def metadata(self) -> dict[str, str]:
+        """What the tensors alone do not say, saved as safetensors string metadata."""
+        return {"format": FORMAT, "activation": self.activation, "layers": ",".join(map(str, self.layers))}
+
     def save(self, path: str | Path) -> None:
         from mnist_study.files import atomic_path
 
         with atomic_path(path) as tmp:
-            save_file({k: v.contiguous() for k, v in self.params.items()}, str(tmp))
+            save_file({k: v.contiguous() for k, v in self.params.items()}, str(tmp), metadata=self.metadata())
 
     @classmethod
     def load(cls, path: str | Path) -> "MLP":
-        tensors = load_file(str(path))
-        missing = [name for name in PARAM_NAMES if name not in tensors]
+        """A saved network. A file without metadata is the paper's (one ReLU layer), as saved before
+        networks carried it."""
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        if "layers" in metadata:
+            layers = [w for w in metadata["layers"].split(",") if w]
+            required = param_names(len(layers))
+        else:
+            required = PARAM_NAMES
+        missing = [name for name in required if name not in tensors]
         if missing:
             raise RunError(f"{path} is not a saved network: it lacks {', '.join(missing)}; "
                            f"delete its seed folder and finish the run with `mnist-study run --resume RUN_DIR`")
-        return cls(tensors)
+        name = metadata.get("activation", "relu")
+        try:
+            activation(name)
+        except ValueError as error:
+            raise RunError(f"{path} is not a network this version can run: {error}") from None
+        return cls(tensors, name)
 
 
 MODELS: dict[str, type] = {"mlp": MLP}
