@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fmt_seconds, interleaved_times, machine, machine_line, markdown_table, publish, single_thread  # noqa: E402,I001
+from common import (fmt_seconds, interleaved_times, machine, machine_line, markdown_table,  # noqa: E402
+                    publish, single_thread)
 
 from mnist_study.training.config import AdamConfig, RMSpropConfig, SGDConfig, TrainConfig  # noqa: E402
 from mnist_study.training.trainer import Split, StackedTrainer  # noqa: E402

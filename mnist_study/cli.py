@@ -58,24 +58,26 @@ DATA_DIR_HELP = ("Folder holding the four MNIST-layout IDX files (gzipped or not
 def data(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     refetch: bool = typer.Option(False, "--refetch", help="Download MNIST into the cache again, even if present."),
+    dataset_name: str = typer.Option("mnist", "--dataset", help="mnist, fashion-mnist (apt-get install "
+                                     "dataset-fashion-mnist), or a folder of IDX files."),
 ) -> None:
-    """Fetch MNIST if needed, verify it, and show where it is and its SHA-256 digests."""
+    """Fetch MNIST if needed (or find another dataset), verify it, and show where it is and its SHA-256 digests."""
     from mnist_study.data.download import fetch_mnist
-    from mnist_study.data.sources import MNIST_SHA256, default_cache_dir, load_dataset
+    from mnist_study.data.sources import default_cache_dir, load_named_dataset
 
     try:
         if refetch:
             fetch_mnist(default_cache_dir(), force=True, progress=True)
-        dataset = load_dataset(data_dir, download=True, progress=True)
+        dataset = load_named_dataset(dataset_name, data_dir, download=True, progress=True)
     except USER_ERRORS as e:
         _fail(e)
     # One file a line, digest whole: a digest cut to fit the terminal cannot be checked.
-    console.print(f"Data in [bold]{dataset.source}[/] (SHA-256 of each uncompressed file):", soft_wrap=True)
+    console.print(f"{dataset.name} in [bold]{dataset.source}[/] (SHA-256 of each uncompressed file):", soft_wrap=True)
     for name, digest in dataset.digests.items():
-        mark = "[green]MNIST's[/]" if MNIST_SHA256.get(name) == digest else "[yellow]not MNIST's[/]"
-        console.print(f"  {name}  {digest}  {mark}", soft_wrap=True, highlight=False)
+        console.print(f"  {name}  {digest}", soft_wrap=True, highlight=False)
     console.print(f"train {dataset.train_images.shape}, test {dataset.test_images.shape}; "
-                  + ("verified MNIST" if dataset.verified else "not MNIST: digests reported, not required"))
+                  + ("verified: the digests are the pinned ones" if dataset.verified
+                     else "not a dataset we know: digests reported, not required"))
 
 
 @app.command(short_help='The built-in studies; how to write your own.')

@@ -195,7 +195,7 @@ def _prepare(study: Study, device: str, data_dir, workers: int | None, progress:
 
 
 def _data_record(dataset: Dataset) -> dict:
-    return {"source": dataset.source, "verified": dataset.verified, "digests": dataset.digests}
+    return {"name": dataset.name, "source": dataset.source, "verified": dataset.verified, "digests": dataset.digests}
 
 
 def _data_records(datasets: dict[str, Dataset]) -> dict:

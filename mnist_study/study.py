@@ -325,7 +325,8 @@ class Study(_Strict):
     @model_validator(mode="after")
     def _check_names(self) -> "Study":
         names = [e.name for e in self.experiment]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        seen: set[str] = set()
+        duplicates = sorted({n for n in names if n in seen or seen.add(n)})
         if duplicates:
             raise ValueError(f"experiment names must be unique; repeated: {', '.join(duplicates)}")
         validate_claim_experiments(self.claim, names)

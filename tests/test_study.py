@@ -156,7 +156,7 @@ def test_a_study_that_extends_itself_is_refused(tmp_path):
 
 @pytest.mark.parametrize("setting, reason", [
     ("validation_size = 60000", "experiment 'a' > validation_size: 60,000 must be below the 2,200 training images"),
-    ("train_size = 80000", "experiment 'a' > train_size: 80,000 is more than the 1,200 training images left"),
+    ("train_size = 80000", "experiment 'a' > train_size: 80,000 is more than the 1,200 training images of "),
 ])
 def test_splits_that_do_not_fit_the_data_fail_before_any_work(tmp_path, tiny_data, setting, reason):
     from mnist_study.runner import run_study

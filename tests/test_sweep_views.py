@@ -18,8 +18,8 @@ from rich.console import Console
 from mnist_study.report import sections
 from mnist_study.report.sweep import axis_kind, factors, sweep_summary, sweep_tables, sweep_views, value_label
 from mnist_study.results import load_run
-from mnist_study.stats.sweep import (Record, best_configuration, effects_table, interaction, level_key,
-                                     main_effects)
+from mnist_study.stats.sweep import Record, best_configuration, effects_table, interaction, level_key, main_effects
+from mnist_study.studies import parse_study
 from mnist_study.study import Study, Sweep, study_to_dict
 
 
@@ -168,24 +168,6 @@ def test_best_configuration_can_be_chosen_on_another_metric():
 
 # ---------------------------------------------------------------------------- a faked run directory
 
-def _sweep_study(name: str, sweep: Sweep, fixed: dict, extra: list[dict] = (), **study) -> Study:
-    """A study whose experiments are the sweep's grid (expanded here as the study loader does)."""
-    grouped = {f: tuple(g) for g in sweep.zip for f in g}
-    axes, seen = [], set()
-    for f in sweep.vary:
-        group = grouped.get(f, (f,))
-        if group not in seen:
-            seen.add(group)
-            axes.append([dict(zip(group, values)) for values in zip(*(sweep.vary[g] for g in group))])
-    combos = [{}]
-    for axis in axes:
-        combos = [dict(c, **v) for c in combos for v in axis]
-    experiments = [dict(fixed, **c, name=f"{sweep.name}-{i:04d}", sweep=sweep.name, swept=c)
-                   for i, c in enumerate(combos)]
-    return Study.model_validate({"name": name, "experiment": experiments + list(extra),
-                                 "sweep": [sweep.model_dump()], **study})
-
-
 def write_fake_run(root: Path, data_dir: Path, study: Study, seeds: list[int], metrics) -> Path:
     """A finished run of `study` without training: every seed's files are real and read back, all but
     metrics.json shared (hard links) by every network; `metrics(experiment, seed)` gives
@@ -194,8 +176,8 @@ def write_fake_run(root: Path, data_dir: Path, study: Study, seeds: list[int], m
     from sklearn.metrics import classification_report, confusion_matrix
 
     from mnist_study.data.sources import load_dataset
-    from mnist_study.training.frontends.raw import RawPixels
     from mnist_study.training.frontends.base import save_frontend
+    from mnist_study.training.frontends.raw import RawPixels
     from mnist_study.training.model import MLP, init_params
 
     run = root / "run"
@@ -241,19 +223,33 @@ def write_fake_run(root: Path, data_dir: Path, study: Study, seeds: list[int], m
 # A 1,000-network grid: learning rate over three decades (log axis), optimiser (strings), batch size
 # (a linear axis) and L2 with 0 beside decades (evenly spaced). Planted: an optimum in the learning
 # rate, sgd a point worse, none from batch size or L2; sgd at the largest rate always diverges.
-GRID = Sweep(name="grid", vary={"learning_rate": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1],
-                                "optimizer": ["sgd", "rmsprop", "adam", "adamw"],
-                                "batch_size": [16, 32, 64, 128, 200], "l2": [0, 1e-5, 1e-4, 1e-3, 1e-2]},
-             baseline={"optimizer": "rmsprop"})
+GRID = """
+name = "big-sweep"
+
+[[sweep]]
+name = "grid"
+hidden = 8
+max_epochs = 3
+validation_size = 200
+baseline = { optimizer = "rmsprop" }
+
+[sweep.vary]
+learning_rate = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
+optimizer = ["sgd", "rmsprop", "adam", "adamw"]
+batch_size = [16, 32, 64, 128, 200]
+l2 = [0, 1e-5, 1e-4, 1e-3, 1e-2]
+"""
+GRID_STUDY = parse_study(GRID, "big-sweep.toml")
+INDEX = {e.name: i for i, e in enumerate(GRID_STUDY.experiments)}
 OPTIMIZER_EFFECT = {"sgd": -1.0, "rmsprop": 0.0, "adam": 0.3, "adamw": 0.3}
-VALIDATION_FAVOURITES = ("grid-0105", "grid-0420", "grid-0777")  # best on validation only
-# Best on test only: learning_rate 1e-3 with adam, one at each batch size and each L2 (so that
-# they leave those fields' marginal means alike).
-TEST_FAVOURITES = tuple(f"grid-{350 + 6 * i:04d}" for i in range(5))
+# Best on validation only; best on test only: learning_rate 1e-3 with adam, one at each batch size
+# and each L2 (so that they leave those fields' marginal means alike).
+VALIDATION_FAVOURITES = tuple(GRID_STUDY.experiments[i].name for i in (105, 420, 777))
+TEST_FAVOURITES = tuple(GRID_STUDY.experiments[350 + 6 * i].name for i in range(5))
 
 
 def grid_metrics(e, seed):
-    rng = np.random.default_rng([int(e.name.split("-")[1]), seed])
+    rng = np.random.default_rng([INDEX[e.name], seed])
     s = e.swept
     test = 95 - 0.5 * (math.log10(s["learning_rate"]) + 3) ** 2 + OPTIMIZER_EFFECT[s["optimizer"]]
     test += rng.normal(0, 0.3)
@@ -264,9 +260,8 @@ def grid_metrics(e, seed):
 
 @pytest.fixture(scope="module")
 def big_run(tmp_path_factory, tiny_data) -> Path:
-    study = _sweep_study("big-sweep", GRID, {"hidden": 8, "max_epochs": 3, "validation_size": 200})
-    assert len(study.experiments) == 1000
-    return write_fake_run(tmp_path_factory.mktemp("big"), tiny_data, study, [0, 1, 2], grid_metrics)
+    assert len(GRID_STUDY.experiments) == 1000
+    return write_fake_run(tmp_path_factory.mktemp("big"), tiny_data, GRID_STUDY, [0, 1, 2], grid_metrics)
 
 
 @pytest.fixture(scope="module")
@@ -335,10 +330,11 @@ def test_a_report_of_1000_networks_stays_small_and_analyses_only_the_best_on_val
     accuracy = page[page.index('<section id="accuracy">'):page.index('<section id="experiments">')]
     assert accuracy.count("<tr><td class=\"left\">") == 1000 and 'class="scroll tall"' in accuracy
     assert "learning_rate · optimizer · batch_size · l2</th>" in accuracy  # the swept fields, named once
-    assert "<td class=\"left\">0.001 · adam · 16 · 0</td>" in accuracy
+    assert '<td class="left">0.001 · adam · 16 · 0</td>' in accuracy
     assert re.search(r'class="bad">75 diverged</span>', page)
     data = page[page.index('<section id="data">'):page.index('<section id="accuracy">')]
-    assert "grid-0000, grid-0001, grid-0002 and 997 more" in data  # one split, one row
+    first = [e.name for e in GRID_STUDY.experiments[:3]]
+    assert f"{', '.join(first)} and 997 more" in data  # one split, one row
 
 
 def test_report_timings_of_the_big_sweep(big_report, big_run):
@@ -364,16 +360,30 @@ def test_zip_groups_are_one_factor_and_values_have_labels():
     assert axis_kind(["a", "b"]) == "categorical" and axis_kind([[8], [8, 8]]) == "categorical"
 
 
+ZIPPED = """
+name = "zipped"
+
+[[sweep]]
+name = "z"
+max_epochs = 3
+validation_size = 200
+zip = [["hidden", "l2"]]
+
+[sweep.vary]
+hidden = [8, 16]
+l2 = [0.0, 1e-3]
+optimizer = ["sgd", "adam"]
+"""
+
+
 def test_a_zip_sweep_reads_through_its_group(tmp_path, tiny_data):
-    sweep = Sweep(name="z", vary={"hidden": [8, 16], "l2": [0.0, 1e-3], "optimizer": ["sgd", "adam"]},
-                  zip=[["hidden", "l2"]])
-    study = _sweep_study("zipped", sweep, {"max_epochs": 3, "validation_size": 200})
+    study = parse_study(ZIPPED, "zipped.toml")
     run = write_fake_run(tmp_path, tiny_data, study, [0, 1],
                          lambda e, seed: (90.0 + seed, 90.0 + e.swept["hidden"] / 8 + seed, False))
     (view,) = sweep_views(load_run(run))
     assert view.factors == ["hidden & l2", "optimizer"]
     assert [(r.label, r.mean) for r in view.levels[0].levels] == [("8 & 0", 91.5), ("16 & 0.001", 92.5)]
-    (first, second) = view.effects
+    first, _ = view.effects
     assert (first.factor, first.level, first.baseline, first.difference) == ("hidden & l2", "16 & 0.001", "8 & 0", 1.0)
 
 
@@ -414,3 +424,28 @@ class _Raw:
 
     def torch_op(self):
         return lambda x: x
+
+
+def test_the_networks_analysed_are_those_named_else_all_of_a_small_study_else_the_best_on_validation(big_run):
+    from dataclasses import replace
+
+    from mnist_study.report.build import choose_analysed
+
+    run = load_run(big_run)
+    done = [e.name for e in run.experiments]
+    names, how = choose_analysed(run, done)
+    assert sorted(names) == sorted(VALIDATION_FAVOURITES) and "never on the test set" in how
+    means = [np.mean([r.accuracy("validation") for r in run.results(n)]) for n in names]
+    assert means == sorted(means, reverse=True)  # best first
+    named = replace(run, study=run.study.model_copy(update={"analyse": [done[300], done[999]]}))
+    assert choose_analysed(named, done)[0] == [done[300], done[999]]
+    few = run.study.model_copy(update={"sweep": [], "experiment": run.study.experiment[:5]})
+    assert choose_analysed(replace(run, study=few), done[:5]) == (done[:5], "")
+
+
+def test_show_views_do_not_load_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import sys, mnist_study.report.sweep; print('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

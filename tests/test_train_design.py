@@ -13,7 +13,7 @@ import torch
 
 from mnist_study.errors import RunError
 from mnist_study.training import fused
-from mnist_study.training.config import (AdamConfig, RMSpropConfig, ScheduleConfig, SGDConfig, TrainConfig)
+from mnist_study.training.config import AdamConfig, ScheduleConfig, SGDConfig, TrainConfig
 from mnist_study.training.evaluate import evaluate
 from mnist_study.training.general import CHUNK_STEPS, reference_epoch
 from mnist_study.training.losses import per_example, targets
@@ -213,7 +213,8 @@ def test_general_path_agrees_with_autograd_and_torch_optim(design):
     for _ in range(3):
         trainer.train_epoch(train)
     for index, seed in enumerate([3, 4]):
-        reference = {k: v.clone().requires_grad_(True) for k, v in init_network(20, config.layers, seed, config.init).items()}
+        start = init_network(20, config.layers, seed, config.init)
+        reference = {k: v.clone().requires_grad_(True) for k, v in start.items()}
         optimizer = _torch_optimizer(list(reference.values()), config.optimizer)
         shuffle = torch.Generator().manual_seed(seed + SHUFFLE_SEED_OFFSET)
         dropout = torch.Generator().manual_seed(seed + DROPOUT_SEED_OFFSET)
@@ -424,12 +425,30 @@ def test_the_general_path_keeps_its_work_on_the_training_device():
         assert t.device == meta
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_general_path_on_cuda_agrees_with_the_cpu():
+    config = TrainConfig(layers=(16, 8), dropout=(0.2, 0.1), activation="tanh", loss="squared_error", l2=1e-3,
+                         l2_scope="all", optimizer=AdamConfig(), max_epochs=3, early_stopping=False, keep="final")
+    results = {}
+    for device in ("cpu", "cuda"):
+        train, val = _data(), _data(60, seed=1)
+        results[device] = train_seeds(config, Split(train.x.to(device), train.y.to(device)),
+                                      Split(val.x.to(device), val.y.to(device)), [0, 1], device=device)
+    for cpu, cuda in zip(results["cpu"], results["cuda"]):
+        for name, value in cpu.params.items():
+            torch.testing.assert_close(cuda.params[name], value, rtol=1e-3, atol=1e-4)
+
+
 # ------------------------------------------------------------------ standardisation, saving, evaluation
 
 def test_a_deep_tanh_network_with_standardisation_saves_and_loads(tmp_path):
     raw_train, raw_val = _data(200), _data(60, seed=1)
     mean, scale = raw_train.x.mean(0), raw_train.x.std(0)
-    std = lambda s: Split((s.x - mean) / scale, s.y)  # noqa: E731
+
+    def std(split):
+        return Split((split.x - mean) / scale, split.y)
+
     config = TrainConfig(layers=(8, 6), activation="tanh", optimizer=AdamConfig(), max_epochs=2, early_stopping=False,
                          keep="final")
     result = train_seeds(config, std(raw_train), std(raw_val), [0], standardize=(mean, scale))[0]
@@ -437,7 +456,7 @@ def test_a_deep_tanh_network_with_standardisation_saves_and_loads(tmp_path):
     model = MLP(result.params, "tanh")
     proba = model.predict_proba(raw_val.x.numpy())  # raw inputs: the network standardises them
     stacked = {k: v.unsqueeze(0) for k, v in result.params.items() if not k.startswith("input.")}
-    _, expected = evaluate_stack(stacked, std(raw_val), 0.0, activation_name="tanh")  # accuracy on standardised
+    _, expected = evaluate_stack(stacked, std(raw_val), 0.0, activation="tanh")  # accuracy on standardised
     assert (proba.argmax(1) == raw_val.y.numpy()).mean() == pytest.approx(expected.item())
     model.save(tmp_path / "model.safetensors")
     loaded = MLP.load(tmp_path / "model.safetensors")

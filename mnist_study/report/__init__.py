@@ -7,7 +7,7 @@ matplotlib and openTSNE are imported only here, and only when a figure or a map 
 
 
 def __getattr__(name: str):
-    # `summary` (used by the CLI's `show`) must not pull in matplotlib through the page builder.
+    # `summary` and `sweep` (used by the CLI's `show`) must not pull in matplotlib through the page builder.
     if name == "build_report":
         from mnist_study.report.build import build_report
 

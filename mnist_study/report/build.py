@@ -9,8 +9,9 @@ The page is rendered from the saved results (`results.py`) and the dataset; noth
 Every figure is embedded as a PNG data URI, so the file can be mailed or archived on its own.
 How long each analysis took is written to RUN_DIR/report_timings.json.
 
-This module decides what is built where (the per-experiment analyses in worker processes) and
-renders `templates/report.html.j2`; `sections.py` builds each section, `notes.py` the study's notes.
+This module decides what is built where (the per-experiment analyses in worker processes, for
+the networks `choose_analysed` picks) and renders `templates/report.html.j2`; `sections.py` builds
+each section, `notes.py` the study's notes, `sweep.py` the reading of the study's sweeps.
 """
 
 from __future__ import annotations
@@ -196,8 +197,11 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
     workers : processes for the per-experiment analyses; by default one per core (at most one per
         experiment); 0 or 1 does everything in this process.
 
-    Per-experiment figures use each experiment's first seed. The seconds each analysis took go to
-    RUN_DIR/report_timings.json.
+    Per-experiment figures use each experiment's first seed, and are drawn for the experiments
+    `choose_analysed` picks (all of a small study without sweeps; else those the study's `analyse`
+    names, or the few best on validation accuracy), so that a sweep of 1,000 networks has a page of
+    a few MB: its sweep section and accuracy table cover every network. The seconds each analysis
+    took go to RUN_DIR/report_timings.json.
     """
     started = time.perf_counter()
     if tsne_points != "all" and (isinstance(tsne_points, bool) or not isinstance(tsne_points, (int, np.integer))
@@ -240,7 +244,7 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
         patterns = [found[n]["patterns"] for n in names if found[n]["patterns"]]
         frontends = [found[n]["frontend"] for n in names
                      if n in shown_by and sections.has_content(found[n]["frontend"])]
-        per_experiment = {n: found[n]["timings"] for n in found}
+        per_experiment = {n: found[n]["timings"] for n in names + sorted(set(found) - set(names))}  # not as finished
         with steps.step("claims and notes"):
             claims, claims_error = [], None
             try:

@@ -245,7 +245,7 @@ def _interaction(recs: list[stats.Record], a: Factor, b: Factor, confidence: flo
                            cells=grid)
 
 
-def _best(run_best: stats.Best | None, experiments: dict[str, Experiment], confidence: float) -> BestView | None:
+def _best(run_best: stats.Best | None, experiments: dict[str, Experiment]) -> BestView | None:
     if run_best is None:
         return None
     c = run_best.comparison
@@ -288,7 +288,7 @@ def sweep_view(run: RunResults, sweep: Sweep, confidence: float = 0.95) -> Sweep
         n_finished=len({r.experiment for r in recs}), n_networks=len(recs),
         n_diverged=sum(r.diverged for r in recs), metric=f"{METRIC_SPLIT} accuracy (%)",
         chosen_by=f"{CHOICE_SPLIT} accuracy", levels=levels, interactions=interactions, effects=effects,
-        best=_best(best, {e.name: e for e in experiments}, confidence))
+        best=_best(best, {e.name: e for e in experiments}))
 
 
 def sweep_views(run: RunResults, confidence: float = 0.95) -> list[SweepView]:
@@ -304,7 +304,7 @@ def sweep_summary(run: RunResults, views: list[SweepView] | None = None) -> dict
 
 # ------------------------------------------------------------------------------ terminal tables
 
-def _cell(mean: float | None, ci: list[float] | None) -> str:
+def _mean(mean: float | None) -> str:
     return "—" if mean is None else f"{mean:.2f}"
 
 
@@ -326,7 +326,7 @@ def levels_table(view: SweepView) -> Table:
     for f in view.levels:
         for i, r in enumerate(f.levels):
             table.add_row(escape(f.name) if i == 0 else "", escape(r.label) + (" *" if r.baseline else ""),
-                          _cell(r.mean, r.ci), _interval(r.ci), str(r.n_seeds), str(r.n_experiments),
+                          _mean(r.mean), _interval(r.ci), str(r.n_seeds), str(r.n_experiments),
                           f"[red]{r.diverged}[/]" if r.diverged else "0", end_section=i == len(f.levels) - 1)
     return table
 

@@ -12,7 +12,8 @@ Lines of an interaction plot take viridis colours, so that they are never read a
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np

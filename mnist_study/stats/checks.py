@@ -2,24 +2,26 @@
 
 Check grammar (keywords and split names are case-insensitive, whitespace is free)::
 
-    check    := term OP term [ "by more than" NUMBER ["points"] | "within" NUMBER ["points"] ]
-    OP       := "<" | ">" | "<=" | ">=" | "~"            (also ≤ ≥ ≈)
-    term     := (EXP | selector) "." SPLIT [ ("+" | "-") NUMBER ] | NUMBER ["%"]
-    EXP      := letters, digits, ".", "-" and "_"; the split is what follows the last "."
-                (w130-lr0.001.test is experiment w130-lr0.001, split test)
-    SPLIT    := train | validation | test
-    selector := "{" FIELD "=" VALUE { "," FIELD "=" VALUE } "}"     e.g. {optimizer=adam}.test
+    check  := term OP term [ "by more than" NUMBER ["points"] | "within" NUMBER ["points"] ]
+    OP     := "<" | ">" | "<=" | ">=" | "~"            (also ≤ ≥ ≈)
+    term   := REF "." SPLIT [ ("+" | "-") NUMBER ] | NUMBER ["%"]
+    REF    := EXP | "{" FIELD "=" VALUE { "," FIELD "=" VALUE } "}"     (a selector: {optimizer=adam})
+    EXP    := letters, digits, ".", "-" and "_"   SPLIT := train | validation | test
+
+The split is what follows the last "." (w130-lr0.001.test is experiment w130-lr0.001, split test).
 
 Numbers are accuracies in percent, or percentage points for offsets and bounds; a number too
 large to be a finite float (hundreds of digits) is a syntax error, not infinity. Write
 ``D = left - right`` (offsets included); `mnist_study.stats.claims` says how each check is decided.
 
-A selector picks experiments of a [[sweep]] by their swept values instead of naming one. VALUE is
-written as in TOML (130, 0.001, true, [100, 100], "adam") or as in generated names (adam, 100x100).
-When the study is read, a check with selectors becomes one check per pair of experiments of one
-sweep that match the two sides and agree on every swept field neither side names:
-"{optimizer=adam}.test > {optimizer=rmsprop}.test" in a sweep of widths x optimisers is that
-comparison at every width, and all of them are tested together under Holm's correction.
+A selector picks experiments of a [[sweep]] by their swept values instead of naming one.
+VALUE is written as in TOML (130, 0.001, true, [100, 100], "adam") or as generated names write
+it (adam, 100x100, w130). When the study is read, a check with selectors becomes one check per
+pair of experiments of one sweep that match the two sides and agree on every swept field that
+neither side names (a field zipped with a named one moves with it): in a sweep of widths x
+optimisers, "{optimizer=adam}.test > {optimizer=rmsprop}.test" is that comparison at every
+width, all of them tested together under Holm's correction. With a selector on one side only,
+the check is made once per experiment that matches.
 """
 
 from __future__ import annotations
@@ -173,14 +175,14 @@ def _selector(text: str) -> Selector:
         raise CheckSyntaxError(f"the selector {text} is empty; write {{FIELD=VALUE}}, e.g. {{optimizer=adam}}")
     pairs = []
     for part in _split_top_level(body):
-        field, equals, value = part.partition("=")
-        field, value = field.strip(), value.strip()
-        if not equals or not _FIELD.fullmatch(field) or not value:
+        key, equals, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not equals or not _FIELD.fullmatch(key) or not value:
             raise CheckSyntaxError(f"the selector {text} needs FIELD=VALUE pairs separated by commas, "
                                    f"not {part.strip()!r}")
-        if field in (f for f, _ in pairs):
-            raise CheckSyntaxError(f"the selector {text} gives {field} twice")
-        pairs.append((field, value))
+        if key in (k for k, _ in pairs):
+            raise CheckSyntaxError(f"the selector {text} gives {key} twice")
+        pairs.append((key, value))
     return tuple(pairs)
 
 
@@ -303,19 +305,19 @@ def parse_check(text: str) -> Check:
         raise CheckSyntaxError(f"check {text!r}: {err}") from None
 
 
-def replace_selectors(text: str, names: list[str]) -> str:
-    """`text` with its selectors, in the order written, replaced by experiment names.
+def split_at_selectors(text: str) -> list[str]:
+    """The text around the check's selectors (their braces), in the order written.
 
-    ``replace_selectors("{optimizer=adam}.test > {optimizer=sgd}.test", ["w10-adam", "w10-sgd"])``
-    is ``"w10-adam.test > w10-sgd.test"``; the rest of the check is kept as written.
+    ``split_at_selectors("{optimizer=adam}.test > {optimizer=sgd}.test")`` is
+    ``["", ".test > ", ".test"]``: joined with experiment names between them, a concrete check,
+    the rest kept as written.
     """
-    spans = [(pos, pos + len(value) - len(value.rsplit(".", 1)[1]) - 1)
-             for kind, value, pos in _tokenize(text) if kind == "selector"]
-    if len(spans) != len(names):
-        raise ValueError(f"check {text!r} has {len(spans)} selectors, not {len(names)}")
-    for (start, end), name in reversed(list(zip(spans, names))):
-        text = text[:start] + name + text[end:]
-    return text
+    pieces, start = [], 0
+    for kind, value, pos in _tokenize(text):
+        if kind == "selector":
+            pieces.append(text[start:pos])
+            start = pos + value.rindex(".")  # the braces end where the split's dot starts
+    return pieces + [text[start:]]
 
 
 def _fmt_num(x: float) -> str:

@@ -13,8 +13,9 @@ In a study with a [[sweep]], a side of a check may be a selector instead of an e
 ``"{optimizer=adam}.test > {optimizer=rmsprop}.test"`` reads "at every other swept setting".
 When the study is read (`mnist_study.studies.sweep.expand_claims`) it becomes one check per pair
 of experiments of one sweep that match the two selectors and agree on every swept field that
-neither selector names, so a Claim holds concrete checks only, and ``written_checks`` keeps the
-checks as written. The expanded checks are tested like any others, in the same Holm family.
+neither selector names (nor moves in a zip group with one it names), so a Claim holds concrete
+checks only, and ``written_checks`` keeps the checks as written. The expanded checks are tested
+like any others, in the same Holm family.
 
 The grammar of a check is in `mnist_study.stats.checks`. Numbers are accuracies in percent, or
 percentage points for offsets and bounds. Write ``D = left - right`` (offsets included). Each check is two one-sided hypotheses, one that would

@@ -296,8 +296,8 @@ def effects_table(records: Sequence[Record], fields: Sequence[str], baselines: M
             if cell is base:
                 continue
             result, how = compare(cell.per_seed, base.per_seed, confidence)
-            row = dict(field=f, level=cell.level, baseline=base.level, n_level=cell.summary.n,
-                       n_baseline=base.summary.n)
+            row = {"field": f, "level": cell.level, "baseline": base.level, "n_level": cell.summary.n,
+                   "n_baseline": base.summary.n}
             if result is None:
                 row.update(difference=cell.summary.mean - base.summary.mean, ci_low=math.nan, ci_high=math.nan,
                            p_value=math.nan, method="", reason=how)

@@ -18,18 +18,49 @@ from pydantic_core import PydanticUndefined
 
 from mnist_study.stats import checks
 from mnist_study.stats.claims import Claim
-from mnist_study.study import Experiment, Note, Reference, Study
+from mnist_study.studies.sweep import PREFIXES
+from mnist_study.study import LARGE_SWEEP, Experiment, Note, Reference, Study, Sweep
 from mnist_study.training.frontends import FRONTENDS
 
 _LABELS = {Study: "top level", Experiment: "[[experiment]]", Reference: "reference = { ... }",
-           Note: "[[note]]", Claim: "[[claim]]"}
+           Note: "[[note]]", Claim: "[[claim]]", Sweep: "[[sweep]]"}
+
+SWEEP_EXAMPLE = """\
+[[sweep]]
+name = "width-optimiser"
+max_epochs = 20                             # any experiment key: the same in every experiment
+zip = [["optimizer", "learning_rate"]]      # optional: fields that move together
+[sweep.vary]
+hidden = [10, 30, 130]
+optimizer = ["rmsprop", "adam", "sgd"]
+learning_rate = [0.001, 0.001, 0.01]"""
+
+SWEEP_TEXT = [
+    ("is 9 experiments (w10-rmsprop-lr0.001, w10-adam-lr0.001, ..., w130-sgd-lr0.01), added to the study's "
+     "experiments when the file is read: the product of the vary fields, the first outermost, a zip group moving "
+     "as one field. Each carries sweep = \"width-optimiser\" and swept = its values."),
+    ("Generated names write each swept value with a short prefix ("
+     + ", ".join(f"{field} {prefix}" for field, prefix in PREFIXES.items()) + "; other fields in full), "
+     "strings as themselves, booleans as the field or no-<field>, front-end tables as their kind and the "
+     "parameters that differ; with several sweeps, prefixed by the sweep's name. A `names` template is "
+     "filled with str.format from the swept and fixed fields and {sweep}."),
+    f"More than {LARGE_SWEEP:,} experiments needs `large_sweep = true`.",
+    ("A derived study inherits a base's swept experiments like any others: `only` may name them, and "
+     "[every_experiment] sets their keys but not the fields their sweep varies."),
+    ("In a claim, {optimizer=adam}.test stands for the experiments whose swept optimizer is adam "
+     "(see \"Claim checks\" below)."),
+]
+
 
 EXTENDING = [
     ("extends", "string", "—", "a built-in study, or a TOML file relative to this one, to start from"),
     ("only", "list of names", "—", "keep just these of the base's experiments (and its claims and notes "
                                    "that name no other)"),
-    ("[every_experiment]", "table", "—", "experiment keys set in every inherited experiment"),
-    ("[[experiment]] with a base name", "table", "—", "its keys replace that experiment's; a new name adds one"),
+    ("[every_experiment]", "table", "—", "experiment keys set in every inherited experiment (in swept ones too, "
+                                         "but not the fields their sweep varies)"),
+    ("[[experiment]] with a base name", "table", "—", "its keys replace that experiment's (not a swept "
+                                                      "experiment's swept fields); a new name adds one"),
+    ("[[sweep]]", "table", "—", "adds a sweep beside the base's, under a name of its own"),
 ]
 
 
@@ -44,6 +75,12 @@ def _type_name(annotation) -> str:
         return " | ".join(names) + (" (optional)" if type(None) in typing.get_args(annotation) else "")
     if origin is list:
         return f"list of {_type_name(typing.get_args(annotation)[0])}"
+    if origin is dict:
+        return f"table of {_type_name(typing.get_args(annotation)[1])}"
+    if origin is tuple:
+        return "[" + ", ".join(_type_name(a) for a in typing.get_args(annotation)) + "]"
+    if annotation is typing.Any:
+        return "any value"
     if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
         return "table" if annotation not in (Reference,) else "inline table"
     return {str: "string", int: "integer", float: "number", bool: "true | false"}.get(annotation, "front-end")
@@ -91,6 +128,11 @@ def schema_text() -> str:
         config = cls.Config
         parts += [f"  kind = {cls.kind!r}: {config().describe() if _has_defaults(config) else config.__doc__}"]
         parts += ["  " + line for line in _table(config, "", skip=("kind",))[1:]]
+    parts.append("")
+    parts += _table(Sweep, _LABELS[Sweep]) + [""]
+    parts += [textwrap.indent(SWEEP_EXAMPLE, "    "), ""]
+    for paragraph in SWEEP_TEXT:
+        parts += textwrap.wrap(paragraph, 96, initial_indent="  ", subsequent_indent="  ")
     parts.append("")
     for model in (Claim, Note):
         parts += _table(model, _LABELS[model]) + [""]

@@ -12,8 +12,8 @@
     optimizer = ["rmsprop", "adam", "sgd"]
     learning_rate = [0.001, 0.001, 0.01]
 
-is nine experiments, w10-rmsprop-lr0.001, w10-adam-lr0.001, w10-sgd-lr0.01, w30-rmsprop-lr0.001, ...:
-the product of the `vary` fields, the first field outermost, each `zip` group moving as one field
+is nine experiments, w10-rmsprop, w10-adam, w10-sgd, w30-rmsprop, ... (without `names`:
+w10-rmsprop-lr0.001, w10-adam-lr0.001, w10-sgd-lr0.01, ...): the product of the `vary` fields, the first field outermost, each `zip` group moving as one field
 (its lists have equal lengths). Every value is a list, so `layers = [[100], [50, 50]]` sweeps two
 shapes. Each experiment gets the sweep's other keys, its own values, `sweep` (the sweep's name) and
 `swept` (its values), and is appended to the study's `experiment` list before anything is
@@ -43,8 +43,11 @@ reuse a base sweep's name. A base sweep whose experiments `only` drops entirely 
 
 Claims. A check's side may be a selector, `{optimizer=adam}.test` (grammar: `stats.checks`).
 `expand_claims` replaces each check with selectors by one check per pair of experiments of one
-sweep that match the two selectors and agree on every swept field neither selector names, and
-keeps the checks as written in the claim's `written_checks`.
+sweep that match the two selectors and agree on every swept field neither selector names (a field
+zipped with a named one moves with it), and keeps the checks as written in the claim's
+`written_checks`. It runs once the whole study is read, so a base's claim is expanded over the
+derived study's experiments; under `only`, a base claim that no longer matches any is dropped,
+like one that names a dropped experiment.
 """
 
 from __future__ import annotations
@@ -54,12 +57,13 @@ import itertools
 import math
 import re
 import tomllib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from mnist_study.errors import StudyError
-from mnist_study.stats.checks import CheckSyntaxError, Term, parse_check, replace_selectors
+from mnist_study.stats.checks import CheckSyntaxError, Term, parse_check, split_at_selectors
 from mnist_study.study import LARGE_SWEEP, MAX_EXPERIMENTS, Experiment, Sweep
 
 SWEEP_KEYS = tuple(Sweep.model_fields)  # name, vary, zip, names, baseline, fixed
@@ -164,19 +168,27 @@ class _Plan:
     def experiments(self, prefix: bool) -> Iterator[dict]:
         """The sweep's experiments as study-file tables, in order (the first axis outermost)."""
         fields = list(self.vary)
-        labels = {f: [_part(f, v, self.vary[f]) for v in self.vary[f]] for f in fields}
+        order = [f for axis in self.axes for f in axis]  # a zip group moves its fields next to its first
+        # Each axis's levels as (values, name parts) once: the loop below only joins them.
+        levels = [[(tuple(self.vary[f][i] for f in axis),
+                    tuple(_NOT_IN_NAMES.sub("_", _part(f, self.vary[f][i], self.vary[f])) for f in axis))
+                   for i in range(len(self.vary[axis[0]]))] for axis in self.axes]
         head = f"{_sanitise(self.name)}-" if prefix else ""
-        for levels in itertools.product(*(range(len(self.vary[axis[0]])) for axis in self.axes)):
-            at = {f: level for axis, level in zip(self.axes, levels) for f in axis}
-            swept = {f: self.vary[f][at[f]] for f in fields}
-            if self.names is None:
-                name = _sanitise(head + "-".join(labels[f][at[f]] for f in fields))
-            else:
+        for combination in itertools.product(*levels):
+            swept = dict(zip(order, itertools.chain.from_iterable(values for values, _ in combination)))
+            if order != fields:
+                swept = {f: swept[f] for f in fields}
+            if self.names is not None:
                 name = self._from_template(swept)
+            elif order == fields:
+                name = (head + "-".join(itertools.chain.from_iterable(parts for _, parts in combination))).lstrip("._-")
+            else:
+                parts = dict(zip(order, itertools.chain.from_iterable(parts for _, parts in combination)))
+                name = (head + "-".join(parts[f] for f in fields)).lstrip("._-")
             if not name or len(name) > MAX_NAME:
                 problem = "is empty" if not name else f"is longer than {MAX_NAME} characters"
-                raise StudyError(f"{self.source}: {self.where}: the name of its experiment {_values(swept)}, {name!r}, {problem}; "
-                                 + ("change the template" if self.names else self.name_hint()))
+                raise StudyError(f"{self.source}: {self.where}: the name of its experiment {_values(swept)}, "
+                                 f"{name!r}, {problem}; " + ("change the template" if self.names else self.name_hint()))
             yield {"name": name, **self.fixed, **swept, "sweep": self.name, "swept": swept}
 
     def _from_template(self, swept: dict) -> str:
@@ -192,7 +204,8 @@ class _Plan:
             raise StudyError(f"{self.source}: {self.where} > names: name each placeholder, e.g. {{hidden}}, not {{}} "
                              f"(in {self.names!r})") from None
         except (ValueError, AttributeError, TypeError) as error:
-            raise StudyError(f"{self.source}: {self.where} > names: {self.names!r} is not a template: {error}") from None
+            raise StudyError(f"{self.source}: {self.where} > names: {self.names!r} is not a template: "
+                             f"{error}") from None
 
 
 def _collision(plan: _Plan, name: str, swept: dict, other: str | None, other_swept: dict | None) -> str:
@@ -226,7 +239,8 @@ def _plan(entry: Any, index: int, source: str) -> _Plan:
         raise fail("vary", f"must be a table of fields and their lists of values, e.g. vary = {{ hidden = [10, 30] }} "
                            f"(got {_short(vary)})")
     for key, values in vary.items():
-        _check_field(key, settable, lambda problem: fail(f"vary > {key}", problem))
+        if problem := _field_problem(key, settable):
+            raise fail(f"vary > {key}", problem)
         if not isinstance(values, list):
             raise fail(f"vary > {key}", f"must be a list of the values it takes, e.g. {key} = [{_toml(values)}] "
                                         f"(got {_short(values)})")
@@ -240,12 +254,14 @@ def _plan(entry: Any, index: int, source: str) -> _Plan:
     for key, value in entry.items():
         if key in SWEEP_KEYS:
             continue
-        _check_field(key, settable | set(SWEEP_KEYS), lambda problem: fail(key, problem))
+        if problem := _field_problem(key, settable | set(SWEEP_KEYS)):
+            raise fail(key, problem)
         if key in fixed:
             raise fail(key, "is given both here and in the sweep's `fixed` table; give it once")
         fixed[key] = value
     for key in fixed:
-        _check_field(key, settable, lambda problem: fail(f"fixed > {key}", problem))
+        if problem := _field_problem(key, settable):
+            raise fail(f"fixed > {key}", problem)
         if key in vary:
             raise fail(key, f"is both fixed ({key} = {_short(fixed[key])}) and in [sweep.vary]; keep one")
 
@@ -288,8 +304,9 @@ def _plan(entry: Any, index: int, source: str) -> _Plan:
         raise fail("names", f"must be a template string, e.g. names = \"w{{hidden}}\" (got {_short(names)})")
     baseline = entry.get("baseline", {})
     if not isinstance(baseline, dict):
+        first = next(iter(vary))
         raise fail("baseline", f"must be a table of swept fields and their levels, e.g. baseline = "
-                               f"{{ {next(iter(vary))} = {_toml(vary[next(iter(vary))][0])} }} (got {_short(baseline)})")
+                               f"{{ {first} = {_toml(vary[first][0])} }} (got {_short(baseline)})")
     for key, value in baseline.items():
         if key not in vary:
             raise fail(f"baseline > {key}", f"is not a swept field{_suggest(key, vary)}; the sweep varies: "
@@ -300,18 +317,20 @@ def _plan(entry: Any, index: int, source: str) -> _Plan:
     return _Plan(source, index, name, where, dict(vary), [list(g) for g in groups], axes, fixed, names, dict(baseline))
 
 
-def _check_field(key: str, known: set[str], fail) -> None:
+def _field_problem(key: str, known: set[str]) -> str | None:
+    """What is wrong with `key` as an experiment field a sweep sets, or None."""
     if key == "name":
-        raise fail("a sweep names its experiments itself: give a template as `names = \"...\"`")
+        return "a sweep names its experiments itself: give a template as `names = \"...\"`"
     if key in SET_BY_SWEEP:
-        raise fail(f"{key} is set by the sweep for each of its experiments")
+        return f"{key} is set by the sweep for each of its experiments"
     if key not in known:
-        raise fail(f"unknown key{_suggest(key, known)} (`mnist-study studies --schema` lists every key)")
+        return f"unknown key{_suggest(key, known)} (`mnist-study studies --schema` lists every key)"
+    return None
 
 
 # --------------------------------------------------------------------------------------- names
 
-def _number(x: float | int) -> str:
+def _number(x: float) -> str:
     """Compact and exact: 0.001, 1e-05, 10000 (an integral float without its .0), 1e16."""
     if isinstance(x, float):
         if x.is_integer() and abs(x) < 1e16:
@@ -434,13 +453,14 @@ class Selection:
         written = check.written
         same_side = written[0].split == written[1].split and written[0].offset == written[1].offset
         sides = [self._matching(term) if term.selector else None for term in written]
+        pieces = split_at_selectors(text)
         if sides[0] is None or sides[1] is None:
             selected, other = (written[0], written[1]) if sides[1] is None else (written[1], written[0])
             found = [e for e in sides[0] or sides[1] if not (e["name"] == other.experiment and same_side)]
             if not found:
                 raise NoMatch(f"{selected.selector_text} matches only {other.experiment}, the other side itself; "
                               "nothing to compare")
-            return [replace_selectors(text, [e["name"]]) for e in found]
+            return [pieces[0] + e["name"] + pieces[1] for e in found]
         named = {f for term in written for f, _ in term.selector}
         by_rest: dict[tuple, list[dict]] = {}
         for e in sides[1]:
@@ -452,7 +472,7 @@ class Selection:
             raise NoMatch(f"no experiment matching {written[0].selector_text} is of the same sweep as one "
                           f"matching {written[1].selector_text} and agrees with it on "
                           f"{', '.join(rest) or 'the other swept fields'}; nothing to compare")
-        return [replace_selectors(text, [a["name"], b["name"]]) for a, b in pairs]
+        return [pieces[0] + a["name"] + pieces[1] + b["name"] + pieces[2] for a, b in pairs]
 
     def _rest(self, experiment: dict, named: set[str]) -> tuple:
         """What two experiments must share to be compared: the sweep, and every swept value that no

@@ -23,7 +23,7 @@ import torch
 
 from mnist_study.training.config import TrainConfig
 from mnist_study.training.losses import check_loss, per_example, targets
-from mnist_study.training.network import activation, layer_names, param_names, penalised_kernels
+from mnist_study.training.network import find_activation, layer_names, param_names, penalised_kernels
 
 CHUNK_STEPS = 64  # dropout masks are drawn this many steps at a time
 
@@ -38,11 +38,15 @@ class GeneralEpoch:
         self.depth = len(config.layers)
         self.names = param_names(self.depth)
         self.widths = [n_inputs, *config.layers]
-        self.activation = activation(config.activation)
+        self.activation = find_activation(config.activation)
         self.rates = tuple(config.dropout) or (0.0,) * self.depth
         kernels = penalised_kernels(self.depth, config.l2_scope) if config.l2 else ()
         self.penalised = [self.names.index(k) for k in kernels]
         self._buffers: dict[tuple[int, int], dict] = {}
+
+    def clear(self) -> None:
+        """Forget the work buffers (seeds have stopped: the next epoch's stack is smaller)."""
+        self._buffers.clear()
 
     def _buffers_for(self, n_seeds: int, batch: int, params: list[torch.Tensor]) -> dict:
         key = (n_seeds, batch)
@@ -134,8 +138,10 @@ class GeneralEpoch:
             if masks[layer] is not None:
                 h = torch.mul(h, masks[layer], out=buf["a"][layer])
             inputs.append(h)
-        out = torch.baddbmm(plist[-1], inputs[-1], plist[-2], out=buf["out"])
-        outputs.copy_(out)
+        direct = outputs.is_contiguous()  # a full batch: straight into the epoch's record
+        out = torch.baddbmm(plist[-1], inputs[-1], plist[-2], out=outputs if direct else buf["out"])
+        if not direct:
+            outputs.copy_(out)
         if c.loss == "cross_entropy":  # d(mean loss)/d outputs, the target smoothed where asked
             g = torch.softmax(out, dim=-1).sub_(target).mul_(1.0 / b)
         else:
@@ -171,7 +177,7 @@ def reference_epoch(params: dict[str, torch.Tensor], optimizer: torch.optim.Opti
     the summed squared error against smoothed one-hot targets, plus the L2 penalty.
     """
     depth = len(config.layers)
-    f = activation(config.activation).function
+    f = find_activation(config.activation).function
     kernels = penalised_kernels(depth, config.l2_scope)
     for start in range(0, len(perm), config.batch_size):
         idx = perm[start:start + config.batch_size]

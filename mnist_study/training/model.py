@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from mnist_study.data.digits import N_CLASSES
 from mnist_study.errors import RunError
-from mnist_study.training.network import (STANDARDIZE_NAMES, activation, depth_of, glorot_uniform, init_network,
+from mnist_study.training.network import (STANDARDIZE_NAMES, depth_of, find_activation, glorot_uniform, init_network,
                                           param_names)
 from mnist_study.training.network import forward as network_forward
 
@@ -58,14 +58,14 @@ def unstack_params(stacked: dict[str, torch.Tensor], index: int) -> dict[str, to
     return {name: value[index].detach().cpu().clone() for name, value in stacked.items()}
 
 
-def forward(params: dict[str, torch.Tensor], x: torch.Tensor, activation_name: str = "relu"
+def forward(params: dict[str, torch.Tensor], x: torch.Tensor, activation: str = "relu"
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """First hidden layer's activations (..., N, H) and class logits (..., N, C) of inputs x (N, D).
 
     Works for a single network and, by broadcasting, for a stack of S networks; any depth
     (network.forward).
     """
-    return network_forward(params, x, activation_name)
+    return network_forward(params, x, activation)
 
 
 class MLP:
@@ -79,11 +79,11 @@ class MLP:
     init_params = staticmethod(init_params)
     init_network = staticmethod(init_network)
 
-    def __init__(self, params: dict[str, torch.Tensor], activation_name: str = "relu"):
-        activation(activation_name)  # a known one, or ValueError
+    def __init__(self, params: dict[str, torch.Tensor], activation: str = "relu"):
+        find_activation(activation)  # a known one, or ValueError
         names = param_names(depth_of(params)) + tuple(n for n in STANDARDIZE_NAMES if n in params)
         self.params = {name: params[name].detach().cpu().float() for name in names}
-        self.activation = activation_name
+        self.activation = activation
 
     @property
     def depth(self) -> int:
@@ -161,7 +161,7 @@ class MLP:
                            f"delete its seed folder and finish the run with `mnist-study run --resume RUN_DIR`")
         name = metadata.get("activation", "relu")
         try:
-            activation(name)
+            find_activation(name)
         except ValueError as error:
             raise RunError(f"{path} is not a network this version can run: {error}") from None
         return cls(tensors, name)

@@ -160,7 +160,7 @@ ACTIVATIONS: dict[str, Activation] = {
 assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
 
 
-def activation(name: str) -> Activation:
+def find_activation(name: str) -> Activation:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]
@@ -175,7 +175,7 @@ def standardize(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tenso
     return x
 
 
-def forward(params: dict[str, torch.Tensor], x: torch.Tensor, activation_name: str = "relu"
+def forward(params: dict[str, torch.Tensor], x: torch.Tensor, activation: str = "relu"
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first hidden layer's activations (..., N, H1) and the outputs (..., N, C) of inputs x (N, D).
 
@@ -183,7 +183,7 @@ def forward(params: dict[str, torch.Tensor], x: torch.Tensor, activation_name: s
     has no hidden layer: its "activations" are (..., N, 0). Outputs are logits for cross-entropy
     networks and the raw outputs for squared-error ones; probabilities are their softmax.
     """
-    f = activation(activation_name).function
+    f = find_activation(activation).function
     h = standardize(params, x)
     first = None
     for layer in HIDDEN_LAYERS[:depth_of(params)]:

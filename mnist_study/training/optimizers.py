@@ -39,8 +39,8 @@ import torch
 
 from mnist_study.training.config import AdamConfig, RMSpropConfig, SGDConfig
 
-__all__ = ["OPTIMIZERS", "Adam", "AdamConfig", "AdamW", "KerasRMSprop", "Optimizer", "RMSpropConfig", "SGD", "fused_kernels_for",
-           "SGDConfig", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "Adam", "AdamConfig", "AdamW", "KerasRMSprop", "Optimizer", "RMSpropConfig", "SGD",
+           "SGDConfig", "fused_kernels_for", "make_optimizer"]
 
 
 class Optimizer(Protocol):

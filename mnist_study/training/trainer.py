@@ -48,7 +48,8 @@ from mnist_study.training.general import GeneralEpoch
 from mnist_study.training.losses import loss_sum as _loss_sum
 from mnist_study.training.losses import penalty as _penalty
 from mnist_study.training.model import PARAM_NAMES, model_class, stack_params, unstack_params
-from mnist_study.training.network import activation, attach_standardization, depth_of, param_names, penalised_kernels
+from mnist_study.training.network import (attach_standardization, depth_of, find_activation, param_names,
+                                          penalised_kernels)
 from mnist_study.training.optimizers import RMSpropConfig, make_optimizer
 from mnist_study.training.schedules import lr_multiplier
 
@@ -74,7 +75,7 @@ class Split:
 @dataclass
 class TrainResult:
     seed: int
-    params: dict[str, torch.Tensor]
+    params: dict[str, torch.Tensor]  # one network, no seed axis; input.mean and input.scale where standardised
     history: dict[str, list[float]]
     epochs_run: int  # epochs recorded in `history`; a diverged seed's diverging epoch is not one
     best_epoch: int  # the epoch whose weights `params` are (0: the initial weights)
@@ -113,7 +114,7 @@ class _SeedState:
         lower_loss, higher_accuracy = val_loss < self.best_val_loss, val_accuracy > self.best_val_accuracy
         self.best_val_loss = min(self.best_val_loss, val_loss)
         self.best_val_accuracy = max(self.best_val_accuracy, val_accuracy)
-        keep = (config.keep == "best_val_loss" and lower_loss) or (config.keep == "best_val_accuracy" and higher_accuracy)
+        keep = {"best_val_loss": lower_loss, "best_val_accuracy": higher_accuracy}.get(config.keep, False)
         if config.early_stopping:
             if higher_accuracy if config.monitor == "val_accuracy" else lower_loss:
                 self.wait = 0
@@ -129,14 +130,14 @@ class _SeedState:
 
 @torch.no_grad()
 def evaluate_stack(params: dict[str, torch.Tensor], split: Split, l2: float, chunk: int = 10_000, *,
-                   activation_name: str = "relu", loss: str = "cross_entropy", label_smoothing: float = 0.0,
+                   activation: str = "relu", loss: str = "cross_entropy", label_smoothing: float = 0.0,
                    l2_scope: str = "hidden") -> tuple[torch.Tensor, torch.Tensor]:
     """Loss (with the penalty, as Keras reports it) and accuracy of each network in a stack: (S,), (S,).
 
     Any depth; no dropout; the loss the networks train with (losses.py) plus l2 * sum(W^2) over the
     kernels of `l2_scope`. The defaults are the paper's.
     """
-    f = activation(activation_name).function
+    f = find_activation(activation).function
     depth = depth_of(params)
     n_seeds = params["output.kernel"].shape[0]
     total = torch.zeros(n_seeds, dtype=torch.float64, device=split.x.device)
@@ -205,7 +206,7 @@ class StackedTrainer:
     def loss_settings(self) -> dict:
         """How the networks' validation loss is computed: evaluate_stack's keyword arguments."""
         c = self.config
-        return {"activation_name": c.activation, "loss": c.loss, "label_smoothing": c.label_smoothing,
+        return {"activation": c.activation, "loss": c.loss, "label_smoothing": c.label_smoothing,
                 "l2_scope": c.l2_scope}
 
     @property
@@ -333,6 +334,8 @@ class StackedTrainer:
             self.optimizer.keep(index)
             self._active = [self._active[i] for i in keep]
             self._buffers.clear()
+            if self.general is not None:
+                self.general.clear()
 
     def _diverge(self, state: _SeedState, index: int, epoch: int) -> None:
         """Stop seed `state` (row `index` of the stack), whose loss in epoch `epoch` is not finite."""

@@ -120,7 +120,8 @@ STUDY_CASES: list[Case] = [
     _case("note-bad-show", GOOD + '\n[[note]]\ntitle = "n"\ntext = "t"\nshow = ["pattern"]\n', "is not one of"),
     # enormous studies: refused before anything is built
     _case("million-experiments", lambda: experiments(1_000_000), "a study file may have at most"),
-    _case("thousand-and-one-experiments", lambda: experiments(1001), "1,001 experiments; a study may have at most 1,000"),
+    _case("sweep-of-101000-experiments", lambda: GOOD + "[[sweep]]\n[sweep.vary]\nhidden = [" + ", ".join(map(str, range(1, 1001)))
+          + "]\nl2 = [" + ", ".join(str(i / 1000) for i in range(101)) + "]\n", "add `large_sweep = true`"),
     _case("two-megabytes-of-comments", lambda: GOOD + ("# padding " * 100 + "\n") * 2100, "a study file may have at most"),
     # runaway nesting
     _case("nested-arrays-10000", lambda: nested_arrays(10_000), "nested too deeply"),
