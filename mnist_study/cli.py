@@ -155,7 +155,7 @@ def run(
             run_dir = out or new_run_dir(chosen)
             run_dir = run_study(chosen, seeds=seed_list or [0], device=device.value, data_dir=data_dir,
                                 out=run_dir, workers=workers, command=command, study_source=study or "paper")
-        _show(run_dir, Format.table, per_seed=False)
+        _show(run_dir, Format.table, per_seed=False, every_row=False)
         if report:
             from mnist_study.runlock import run_lock
 
@@ -185,7 +185,10 @@ def _check_resumed_study(run_dir: Path, study: str) -> None:
                           f"resume it with `mnist-study run --resume {run_dir}` (no study argument)")
 
 
-def _show(run_dir: Path, fmt: Format, per_seed: bool) -> None:
+SHOW_ROWS = 40  # a sweep's accuracy table beyond this shows its best rows unless --all
+
+
+def _show(run_dir: Path, fmt: Format, per_seed: bool, every_row: bool = True) -> None:
     from dataclasses import asdict
 
     from mnist_study.results import load_run
@@ -193,11 +196,26 @@ def _show(run_dir: Path, fmt: Format, per_seed: bool) -> None:
 
     run = load_run(run_dir)
     rows, claims = accuracy_rows(run), claim_rows(run)
+    views = []
+    if run.study.sweep:
+        from mnist_study.report.sweep import sweep_summary, sweep_tables, sweep_views
+
+        views = sweep_views(run)
     if fmt == Format.json:
         print(json.dumps({"run": str(run_dir), "study": run.study.name, "experiments": [asdict(r) for r in rows],
-                          "claims": [asdict(c) for c in claims], "missing": run.missing()}, indent=2))
+                          "claims": [asdict(c) for c in claims], "missing": run.missing(),
+                          **({"sweeps": sweep_summary(run, views)["sweeps"]} if views else {})}, indent=2))
         return
-    console.print(accuracy_table(rows, f"{run.study.name}: accuracy (%)", run.study.reference_source))
+    shown = rows
+    if not every_row and not per_seed and len(rows) > SHOW_ROWS:
+        shown = sorted(rows, key=lambda r: -(r.validation.mean if r.validation.mean is not None else -1))[:10]
+    title = f"{run.study.name}: accuracy (%)" + (", the 10 best by validation accuracy" if shown is not rows else "")
+    console.print(accuracy_table(shown, title, run.study.reference_source))
+    if shown is not rows:
+        console.print(f"... and {len(rows) - len(shown)} more experiments: mnist-study show {run_dir} --all",
+                      soft_wrap=True)
+    for table in sweep_tables(run, views) if views else []:
+        console.print(table)
     if per_seed:
         for r in rows:
             console.print(f"{r.experiment}: " + ", ".join(
@@ -214,15 +232,18 @@ def _show(run_dir: Path, fmt: Format, per_seed: bool) -> None:
                       f"finish them with mnist-study run --resume {run_dir}")
 
 
-@app.command(short_help="A run's accuracy table and its claims' verdicts.")
+@app.command(short_help="A run's accuracy table, its sweeps' effects and its claims' verdicts.")
 def show(
     run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
     format: Format = typer.Option(Format.table, "--format", help="table for people, json for scripts."),
     per_seed: bool = typer.Option(False, "--per-seed", help="Also list every seed's train/validation/test accuracy."),
+    every_row: bool = typer.Option(False, "--all", help=f"Every experiment's row, also when there are more than "
+                                                        f"{SHOW_ROWS} (default: the 10 best by validation accuracy)."),
 ) -> None:
-    """Print a run's accuracy table (mean ± 95% CI over seeds, beside the study's reference figures) and the claims' verdicts."""
+    """Print a run's accuracy table (mean ± 95% CI over seeds, beside the study's reference figures); for a
+    sweep, each swept field's effect with confidence intervals and the best configuration; the claims' verdicts."""
     try:
-        _show(run_dir, format, per_seed)
+        _show(run_dir, format, per_seed, every_row)
     except USER_ERRORS as e:
         _fail(e)
 

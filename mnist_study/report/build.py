@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from mnist_study.data.sources import Dataset, load_dataset
+from mnist_study.data.sources import Dataset, load_dataset, load_named_dataset
 from mnist_study.data.splits import make_splits
 from mnist_study.errors import DataError, OptionError, RunError
 from mnist_study.executor import make_executor, single_threaded, worker_count
@@ -41,21 +41,41 @@ TEMPLATE = "report.html.j2"
 
 # ---------------------------------------------------------------------------------- entry point
 
-def _load_data(run: RunResults, data_dir) -> Dataset:
-    candidates = [data_dir] if data_dir is not None else [(run.manifest.get("data") or {}).get("source"), None]
+def _load_data(run: RunResults, data_dir, name: str = "mnist") -> Dataset:
+    """Dataset `name` of the run: from where its manifest says it was (or `data_dir`, for MNIST)."""
+    recorded = run.manifest.get("datasets") or {"mnist": run.manifest.get("data") or {}}
+    source = recorded.get(name, {}).get("source")
+    if name != "mnist":
+        candidates = [source, name] if source else [name]
+    else:
+        candidates = [data_dir] if data_dir is not None else [source, None]
     errors = []
     for candidate in candidates:
-        if candidate is not None and not Path(candidate).is_dir():
+        if candidate is not None and not Path(candidate).is_dir() and candidate != name:
             continue
         try:
-            return load_dataset(candidate, download=False, progress=False)
+            if name == "mnist":
+                return load_dataset(candidate, download=False, progress=False)
+            return load_named_dataset(candidate, download=False, progress=False)
         except DataError as err:
             errors.append(str(err))
-    raise DataError("the report needs the images the run was trained on, and they were not found"
+    raise DataError(f"the report needs the images the run was trained on ({name}), and they were not found"
                     + (f": {errors[-1]}" if errors else "") + " Pass --data-dir with the dataset's directory.")
 
 
-def _analyse(run: RunResults, dataset: Dataset, split_cache: dict, name: str, tsne_points, show_frontend: bool,
+class RunData:
+    """The datasets of a run, each loaded when first needed."""
+
+    def __init__(self, run: RunResults, data_dir):
+        self.run, self.data_dir, self.loaded = run, data_dir, {}
+
+    def __getitem__(self, name: str) -> Dataset:
+        if name not in self.loaded:
+            self.loaded[name] = _load_data(self.run, self.data_dir, name)
+        return self.loaded[name]
+
+
+def _analyse(run: RunResults, datasets: RunData, split_cache: dict, name: str, tsne_points, show_frontend: bool,
              tsne_jobs: int | None, full: bool = True) -> dict:
     """Every per-experiment section of experiment `name` (its first seed), and how long each took;
     with `full=False` only its front-end's (for a note that shows one of its figures)."""
@@ -64,7 +84,7 @@ def _analyse(run: RunResults, dataset: Dataset, split_cache: dict, name: str, ts
     key = e.data_key()
     if key not in split_cache:
         split_cache.clear()  # one split at a time: each is ~200 MB of float32 images
-        split_cache[key] = make_splits(dataset, e.validation, e.validation_size, e.train_size,
+        split_cache[key] = make_splits(datasets[e.dataset], e.validation, e.validation_size, e.train_size,
                                        label_noise=e.label_noise, data_seed=e.data_seed)
     s = split_cache[key]
     inputs = ExperimentInputs(*s["train"], *s["test"], frontend=run.frontend(name))
@@ -140,12 +160,12 @@ class AnalyseExperiment:
     def run(self, emit) -> dict:
         if _loaded.get("run_dir") != self.run_dir:
             run = load_run(self.run_dir)
-            _loaded.update(run_dir=self.run_dir, run=run, dataset=_load_data(run, self.data_dir), splits={})
+            _loaded.update(run_dir=self.run_dir, run=run, dataset=RunData(run, self.data_dir), splits={})
         return _analyse(_loaded["run"], _loaded["dataset"], _loaded["splits"], self.name, self.tsne_points,
                         self.show_frontend, self.tsne_jobs, self.full)
 
 
-def _analyse_all(run: RunResults, dataset: Dataset, data_dir, names: list[str], tsne_points,
+def _analyse_all(run: RunResults, dataset: RunData, data_dir, names: list[str], tsne_points,
                  frontend_shown_by: set[str], workers: int, on_done) -> dict[str, dict]:
     """The per-experiment analyses of `names`, and the front-end figures of the other experiments
     in `frontend_shown_by`, in `workers` processes (or here when workers <= 1).
@@ -230,14 +250,14 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
     threads.enter_context(single_threaded())
     try:
         with steps.step("data"):
-            dataset = _load_data(run, data_dir)
-            data = sections.data_section(dataset, run)
+            datasets = RunData(run, data_dir)
+            data = sections.data_section(datasets[run.study.datasets[0]], run)
         with steps.step("sweeps"):
             sweeps = sections.sweep_section(run)
         with steps.step("accuracy table"):
             accuracy = sections.accuracy_section(run, analysed=set(names))
         steps.describe("analyses of each experiment")
-        found = _analyse_all(run, dataset, data_dir, names, tsne_points, drawn_by, workers,
+        found = _analyse_all(run, datasets, data_dir, names, tsne_points, drawn_by, workers,
                              on_done=lambda name: steps.advance(f"{name} done"))
         experiments = [found[n]["experiment"] for n in names]
         hidden = [found[n]["hidden"] for n in names if found[n]["hidden"]]

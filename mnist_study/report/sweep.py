@@ -321,8 +321,9 @@ def levels_table(view: SweepView) -> Table:
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
                   caption="* the baseline of the effects below; CI: 95% over seeds (t); diverged networks left out")
     for name, justify in (("field", "left"), ("value", "left"), ("mean", "right"), ("95% CI", "right"),
-                          ("seeds", "right"), ("experiments", "right"), ("diverged", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)
+                          ("seeds", "right"), ("exps", "right"), ("diverged", "right")):
+        # Names wrap; numbers never do (a cut number is a wrong number).
+        table.add_column(name, justify=justify, no_wrap=justify == "right", overflow="fold")
     for f in view.levels:
         for i, r in enumerate(f.levels):
             table.add_row(escape(f.name) if i == 0 else "", escape(r.label) + (" *" if r.baseline else ""),
@@ -339,7 +340,7 @@ def effects_table(view: SweepView) -> Table:
                           "p Holm-adjusted over the whole table")
     for name, justify in (("field", "left"), ("value", "left"), ("vs", "left"), ("difference", "right"),
                           ("95% CI", "right"), ("Holm p", "right"), ("test", "left")):
-        table.add_column(name, justify=justify, no_wrap=True)
+        table.add_column(name, justify=justify, no_wrap=justify == "right", overflow="fold")
     for r in view.effects:
         marked = r.p_holm is not None and r.p_holm < 0.05
         p = "—" if r.p_holm is None else (f"[bold]{r.p_holm:.2g}[/]" if marked else f"{r.p_holm:.2g}")
