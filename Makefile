@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # PyTorch comes first, pinned: an open-ended requirement with no torch installed pulls a large CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run test test-fast test-faults soak bench clean
+.PHONY: setup run test test-fast test-faults test-sweep soak bench clean
 
 $(BIN)/mnist-study: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,13 @@ test: setup           ## the whole test suite (browser tests need chromium + chr
 	$(BIN)/python -m pytest -q
 
 test-fast: setup      ## skip the end-to-end and browser tests
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not faults and not soak"
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not faults and not soak and not sweep"
 
 test-faults: setup    ## the fault-injection harness: real runs killed at random moments, resumed, compared
 	$(BIN)/python -m pytest -q -m faults
+
+test-sweep: setup     ## the built-in width-optimiser sweep (200 networks), its report opened in Chromium
+	$(BIN)/python -m pytest -q -m sweep -s
 
 soak: setup           ## the server under 50 concurrent clients for 10 minutes
 	$(BIN)/python -m pytest -q -m soak -s

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import check_report, needs_chromium
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
@@ -83,41 +84,8 @@ def test_the_report_shows_the_sweep(every_option_run):
     assert "first of 2 hidden layers" in html or "deep-tanh-adam" in html
 
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Chromium and chromedriver")
+@needs_chromium
 def test_the_sweep_report_renders_in_headless_chromium(every_option_run, tmp_path):
     out, _ = every_option_run
-    check_report_in_chromium(out / "report.html", tmp_path)
-
-
-def check_report_in_chromium(report: Path, tmp_path: Path) -> None:
-    """No console error, every image drawn, the sweep's figures there and inside the page's width."""
-    pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1366,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        driver.get(report.as_uri())
-        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
-        broken = driver.execute_script(
-            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
-        assert broken == 0
-        sweep_images = driver.execute_script("return document.querySelectorAll('#sweep img').length")
-        assert sweep_images >= 2  # a plot per swept field at least
-        overflow = driver.execute_script(
-            "return Array.from(document.images).filter(i => i.getBoundingClientRect().right > window.innerWidth + 1).length")
-        assert overflow == 0
-        assert driver.save_screenshot(str(tmp_path / "report.png"))
-    finally:
-        driver.quit()
+    check_report(out / "report.html", tmp_path, min_sweep_images=2)  # a plot per swept field at least

@@ -9,10 +9,10 @@ notes with every kind of exhibit.
 import json
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import check_report, needs_chromium
 
 from mnist_study.data.idx import write_idx
 from mnist_study.report.build import build_report
@@ -210,38 +210,8 @@ def test_bad_tsne_points_are_refused(built):
         build_report(run_dir, tsne_points=2, progress=False)
 
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Chromium and chromedriver")
+@needs_chromium
 def test_report_renders_in_headless_chromium(built, tmp_path):
-    pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     _, report, _ = built
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1366,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        driver.get(report.as_uri())
-        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-        assert errors == []
-        n_images = driver.execute_script("return document.images.length")
-        broken = driver.execute_script(
-            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
-        assert n_images > 30 and broken == 0
-        # no image is wider than the page: everything fits a laptop screen
-        overflow = driver.execute_script(
-            "return Array.from(document.images).filter(i => i.getBoundingClientRect().right > window.innerWidth + 1).length")
-        assert overflow == 0
-        assert driver.save_screenshot(str(tmp_path / "report.png"))
-        assert (tmp_path / "report.png").stat().st_size > 10_000
-    finally:
-        driver.quit()
+    check_report(report, tmp_path, min_images=31)

@@ -21,6 +21,7 @@ import torch
 from mnist_study.data.digits import IMAGE_SIDE, N_PIXELS
 from mnist_study.executor import single_threaded
 from mnist_study.training.model import MLP
+from mnist_study.training.network import standardize
 
 
 
@@ -147,7 +148,7 @@ def activation_maximization(model: MLP, transform=None, *, sample: np.ndarray | 
 def _ascend(model: MLP, op: Callable, nodes: np.ndarray, steps: int, learning_rate: float, l2: float,
             tv: float, seed: int) -> NodePatterns:
     # The first hidden layer's kernel (D, H) and bias (1, H): the ascent climbs its pre-activation,
-    # whatever the layers after it.
+    # whatever the layers after it (every activation offered rises with it, GELU's above -0.75).
     w1, b1 = model.params["hidden.kernel"], model.params["hidden.bias"]
     generator = torch.Generator().manual_seed(seed)
     x0 = 0.5 + 0.05 * torch.randn(len(nodes), N_PIXELS, generator=generator)
@@ -156,7 +157,8 @@ def _ascend(model: MLP, op: Callable, nodes: np.ndarray, steps: int, learning_ra
     rows = torch.arange(len(nodes))
 
     def pre_activation(images: torch.Tensor) -> torch.Tensor:
-        return (op(images) @ w1 + b1)[rows, node_index]  # (K,)
+        # standardize: the network's own input scaling, where it was trained with one
+        return (standardize(model.params, op(images)) @ w1 + b1)[rows, node_index]  # (K,)
 
     # Gain per unit pixel change at the start: for the linear front-ends here this is exact.
     (grad,) = torch.autograd.grad(pre_activation(x).sum(), x)
