@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fmt_seconds, machine, machine_line, markdown_table, publish  # noqa: E402
 
 from mnist_study.studies import parse_study  # noqa: E402
-from mnist_study.studies.sweep import expand_claims, expand_sweeps  # noqa: E402
+from mnist_study.studies.selectors import expand_claims  # noqa: E402
+from mnist_study.studies.sweep import expand_sweeps  # noqa: E402
 from mnist_study.study import Study  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000)

@@ -132,7 +132,7 @@ def test_a_run_in_a_pipe_prints_plain_progress_lines(tmp_path, study_file, tiny_
     result = runner.invoke(app, ["run", str(study_file), "--data-dir", str(tiny_data), "--out", str(out),
                                  "--workers", "0", "--seed", "0", "--tsne-points", "100"])
     assert result.exit_code == 0, result.output
-    assert "train raw8: seed 0 done (1 of 1), test acc" in result.output
+    assert "train raw8: seed 0 done (1 of 1; 1 of 3 networks), test acc" in result.output
     assert "fit forest_pixels front-end (forest8): done in" in result.output
     assert "report: data in" in result.output and "report: render in" in result.output
     assert "…" not in result.output

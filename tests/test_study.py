@@ -15,10 +15,21 @@ hidden = 10
 """
 
 
-@pytest.mark.parametrize("name", BUILTIN_STUDIES)
-def test_builtin_studies_load(name):
+PAPER_FAMILY = [name for name in BUILTIN_STUDIES if name.startswith(("paper", "quick"))]
+
+
+@pytest.mark.parametrize("name", PAPER_FAMILY)
+def test_the_paper_family_of_builtin_studies_has_its_ten_experiments(name):
     study = load_study(name)
     assert [e.name for e in study.experiments] == [f"exp{i}" for i in range(1, 11)]
+
+
+def test_the_width_optimiser_sweep_is_ten_widths_by_four_optimisers():
+    study = load_study("width-optimiser")
+    assert len(study.experiments) == 40 and study.experiments[0].name == "w1-rmsprop"
+    assert {e.swept["optimizer"] for e in study.experiments} == {"rmsprop", "adam", "adamw", "sgd"}
+    assert {e.learning_rate for e in study.experiments if e.optimizer == "sgd"} == {0.1}
+    assert all(e.train_size == 10_000 for e in study.experiments)
 
 
 def test_paper_study_is_the_papers_protocol():

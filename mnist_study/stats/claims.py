@@ -11,7 +11,7 @@ reproduction can test::
 
 In a study with a [[sweep]], a side of a check may be a selector instead of an experiment's name:
 ``"{optimizer=adam}.test > {optimizer=rmsprop}.test"`` reads "at every other swept setting".
-When the study is read (`mnist_study.studies.sweep.expand_claims`) it becomes one check per pair
+When the study is read (`mnist_study.studies.selectors.expand_claims`) it becomes one check per pair
 of experiments of one sweep that match the two selectors and agree on every swept field that
 neither selector names (nor moves in a zip group with one it names), so a Claim holds concrete
 checks only, and ``written_checks`` keeps the checks as written. The expanded checks are tested

@@ -50,7 +50,8 @@ from pydantic import ValidationError
 from mnist_study.errors import StudyError
 from mnist_study.stats.checks import CheckSyntaxError, parse_check
 from mnist_study.stats.claims import Claim
-from mnist_study.studies.sweep import SET_BY_SWEEP, NoMatch, Selection, expand_claims, expand_sweeps
+from mnist_study.studies.selectors import NoMatch, Selection, expand_claims
+from mnist_study.studies.sweep import SET_BY_SWEEP, expand_sweeps
 from mnist_study.study import MAX_EXPERIMENTS, Experiment, Note, Reference, Study, Sweep
 from mnist_study.training.frontends import FRONTENDS
 

@@ -41,13 +41,7 @@ As for [[experiment]] tables, a study's own [[sweep]] tables say their keys them
 [every_experiment] is about what is inherited. A derived study's [[sweep]] adds a sweep; it may not
 reuse a base sweep's name. A base sweep whose experiments `only` drops entirely is dropped too.
 
-Claims. A check's side may be a selector, `{optimizer=adam}.test` (grammar: `stats.checks`).
-`expand_claims` replaces each check with selectors by one check per pair of experiments of one
-sweep that match the two selectors and agree on every swept field neither selector names (a field
-zipped with a named one moves with it), and keeps the checks as written in the claim's
-`written_checks`. It runs once the whole study is read, so a base's claim is expanded over the
-derived study's experiments; under `only`, a base claim that no longer matches any is dropped,
-like one that names a dropped experiment.
+Claims that hold "at every other setting" of a sweep are in selectors.py.
 """
 
 from __future__ import annotations
@@ -56,14 +50,12 @@ import difflib
 import itertools
 import math
 import re
-import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnist_study.errors import StudyError
-from mnist_study.stats.checks import CheckSyntaxError, Term, parse_check, split_at_selectors
 from mnist_study.study import LARGE_SWEEP, MAX_EXPERIMENTS, Experiment, Sweep
 
 SWEEP_KEYS = tuple(Sweep.model_fields)  # name, vary, zip, names, baseline, fixed
@@ -171,7 +163,7 @@ class _Plan:
         order = [f for axis in self.axes for f in axis]  # a zip group moves its fields next to its first
         # Each axis's levels as (values, name parts) once: the loop below only joins them.
         levels = [[(tuple(self.vary[f][i] for f in axis),
-                    tuple(_NOT_IN_NAMES.sub("_", _part(f, self.vary[f][i], self.vary[f])) for f in axis))
+                    tuple(_NOT_IN_NAMES.sub("_", name_part(f, self.vary[f][i], self.vary[f])) for f in axis))
                    for i in range(len(self.vary[axis[0]]))] for axis in self.axes]
         head = f"{_sanitise(self.name)}-" if prefix else ""
         for combination in itertools.product(*levels):
@@ -199,7 +191,7 @@ class _Plan:
             key = str(error.args[0])
             known = sorted({*values, "sweep"})
             raise StudyError(f"{self.source}: {self.where} > names: {{{key}}} is not a field this sweep sets"
-                             f"{_suggest(key, known)}; it sets: {', '.join(known)}") from None
+                             f"{suggest_key(key, known)}; it sets: {', '.join(known)}") from None
         except IndexError:
             raise StudyError(f"{self.source}: {self.where} > names: name each placeholder, e.g. {{hidden}}, not {{}} "
                              f"(in {self.names!r})") from None
@@ -274,7 +266,7 @@ def _plan(entry: Any, index: int, source: str) -> _Plan:
     for group in groups:
         for field in group:
             if field not in vary:
-                raise fail("zip", f"{field!r} is not a field in [sweep.vary]{_suggest(field, vary)}; zip groups "
+                raise fail("zip", f"{field!r} is not a field in [sweep.vary]{suggest_key(field, vary)}; zip groups "
                                   f"name fields of vary (it has: {', '.join(vary)})")
             if field in grouped:
                 raise fail("zip", f"{field!r} is in more than one group (or twice in one); a field moves with one "
@@ -291,7 +283,7 @@ def _plan(entry: Any, index: int, source: str) -> _Plan:
             seen.update(axis)
             axes.append(axis)
     for axis in axes:
-        keys = [tuple(_key(vary[f][i]) for f in axis) for i in range(len(vary[axis[0]]))]
+        keys = [tuple(value_key(vary[f][i]) for f in axis) for i in range(len(vary[axis[0]]))]
         repeated = next((i for i, k in enumerate(keys) if k in keys[:i]), None)
         if repeated is not None:
             shown = (_short(vary[axis[0]][repeated]) if len(axis) == 1
@@ -309,9 +301,9 @@ def _plan(entry: Any, index: int, source: str) -> _Plan:
                                f"{{ {first} = {_toml(vary[first][0])} }} (got {_short(baseline)})")
     for key, value in baseline.items():
         if key not in vary:
-            raise fail(f"baseline > {key}", f"is not a swept field{_suggest(key, vary)}; the sweep varies: "
+            raise fail(f"baseline > {key}", f"is not a swept field{suggest_key(key, vary)}; the sweep varies: "
                                             f"{', '.join(vary)}")
-        if not any(_key(value) == _key(level) for level in vary[key]):
+        if not any(value_key(value) == value_key(level) for level in vary[key]):
             raise fail(f"baseline > {key}", f"{_short(value)} is not one of its values: "
                                             f"{', '.join(_short(v) for v in vary[key])}")
     return _Plan(source, index, name, where, dict(vary), [list(g) for g in groups], axes, fixed, names, dict(baseline))
@@ -324,7 +316,7 @@ def _field_problem(key: str, known: set[str]) -> str | None:
     if key in SET_BY_SWEEP:
         return f"{key} is set by the sweep for each of its experiments"
     if key not in known:
-        return f"unknown key{_suggest(key, known)} (`mnist-study studies --schema` lists every key)"
+        return f"unknown key{suggest_key(key, known)} (`mnist-study studies --schema` lists every key)"
     return None
 
 
@@ -339,7 +331,7 @@ def _number(x: float) -> str:
     return str(x)
 
 
-def _value_text(field: str, value: Any, levels: Sequence = ()) -> str:
+def value_text(field: str, value: Any, levels: Sequence = ()) -> str:
     """A value as generated names write it, without the field's prefix: 0.001, adam, 100x100."""
     if isinstance(value, bool):
         return field if value else f"no-{field}"
@@ -348,18 +340,18 @@ def _value_text(field: str, value: Any, levels: Sequence = ()) -> str:
     if isinstance(value, str):
         return (Path(value).name or value) if field == "dataset" else value
     if isinstance(value, list):
-        return "x".join(_value_text(field, v) for v in value) or "0"
+        return "x".join(value_text(field, v) for v in value) or "0"
     if isinstance(value, dict):  # a table (a front-end): its kind, and the parameters that differ between levels
         tables = [level for level in levels if isinstance(level, dict)] or [value]
-        differ = [k for k in value if k != "kind" and len({_key(t.get(k)) for t in tables}) > 1]
+        differ = [k for k in value if k != "kind" and len({value_key(t.get(k)) for t in tables}) > 1]
         head = [str(value["kind"])] if "kind" in value else []
-        return "-".join(head + [f"{k}{_value_text(k, value[k])}" for k in differ]) or field
+        return "-".join(head + [f"{k}{value_text(k, value[k])}" for k in differ]) or field
     return str(value)
 
 
-def _part(field: str, value: Any, levels: Sequence = ()) -> str:
+def name_part(field: str, value: Any, levels: Sequence = ()) -> str:
     """One swept value's part of a generated name: w130, lr0.001, adam, early_stopping, pca-variance0.95."""
-    text = _value_text(field, value, levels)
+    text = value_text(field, value, levels)
     if isinstance(value, (bool, str)) or (isinstance(value, dict) and field == "frontend"):
         return text
     return PREFIXES.get(field, field) + text
@@ -371,7 +363,7 @@ def _template_value(field: str, value: Any, levels: Sequence) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, dict)):
-        return _value_text(field, value, levels)
+        return value_text(field, value, levels)
     return value
 
 
@@ -380,150 +372,18 @@ def _sanitise(name: str) -> str:
     return _NOT_IN_NAMES.sub("_", name).lstrip("._-")
 
 
-# -------------------------------------------------------------------------------------- claims
-
-def expand_claims(data: dict, source: str = "<study>") -> dict:
-    """`data` with every claim check that has selectors replaced by the concrete checks it stands for.
-
-    A check naming `{field=value, ...}` on one side becomes one check per experiment that matches;
-    with selectors on both sides, one per pair of experiments of the same sweep that match them and
-    agree on every swept field neither selector names (a field zipped with a named one counts as
-    named: it moves with it). A changed claim keeps its checks as written
-    in `written_checks`. Raises StudyError naming the claim and the selector that matches nothing.
-    """
-    claims = data.get("claim")
-    if not isinstance(claims, list) or not any(_has_selectors(c) for c in claims):
-        return data
-    selection = Selection(data.get("experiment", []), data.get("sweep", []))
-    expanded = []
-    for position, claim in enumerate(claims):
-        if not _has_selectors(claim):
-            expanded.append(claim)
-            continue
-        checks = []
-        for text in claim["checks"]:
-            try:
-                checks += selection.expand(text)
-            except NoMatch as problem:
-                label = claim.get("name") if isinstance(claim.get("name"), str) else f"#{position + 1}"
-                raise StudyError(f"{source}: claim {label!r} > checks: check {text!r}: {problem}") from None
-        expanded.append({**claim, "checks": checks, "written_checks": list(claim["checks"])})
-    return {**data, "claim": expanded}
-
-
-def _has_selectors(claim: Any) -> bool:
-    if not isinstance(claim, dict) or not isinstance(claim.get("checks"), list):
-        return False
-    return any(isinstance(text, str) and "{" in text for text in claim["checks"])
-
-
-class NoMatch(ValueError):
-    """A selector that picks no experiment, or two that pair none."""
-
-
-class Selection:
-    """The swept experiments of a study (as study-file tables), for expanding selectors."""
-
-    def __init__(self, experiments: Sequence[Any], sweeps: Sequence[Any]):
-        self.experiments = [e for e in experiments if isinstance(e, dict) and isinstance(e.get("swept"), dict)
-                            and isinstance(e.get("name"), str)]
-        self.levels: dict[str, list] = {}  # field -> its values over every sweep, for names and messages
-        self.zipped: dict[tuple[str, str], list[str]] = {}  # (sweep, field) -> the fields that move with it
-        for sweep in sweeps:
-            if not isinstance(sweep, dict):
-                continue
-            for field, values in sweep.get("vary", {}).items():
-                known = self.levels.setdefault(field, [])
-                known += [v for v in values if not any(_key(v) == _key(k) for k in known)]
-            for group in sweep.get("zip", []):
-                for field in group:
-                    self.zipped[sweep.get("name"), field] = group
-
-    def expand(self, text: str) -> list[str]:
-        """The concrete checks that `text` stands for ([text] when it has no selectors).
-
-        Leaves a check that does not parse as it is: validating the claim reports it.
-        """
-        try:
-            check = parse_check(text)
-        except CheckSyntaxError:
-            return [text]
-        if not check.has_selectors:
-            return [text]
-        written = check.written
-        same_side = written[0].split == written[1].split and written[0].offset == written[1].offset
-        sides = [self._matching(term) if term.selector else None for term in written]
-        pieces = split_at_selectors(text)
-        if sides[0] is None or sides[1] is None:
-            selected, other = (written[0], written[1]) if sides[1] is None else (written[1], written[0])
-            found = [e for e in sides[0] or sides[1] if not (e["name"] == other.experiment and same_side)]
-            if not found:
-                raise NoMatch(f"{selected.selector_text} matches only {other.experiment}, the other side itself; "
-                              "nothing to compare")
-            return [pieces[0] + e["name"] + pieces[1] for e in found]
-        named = {f for term in written for f, _ in term.selector}
-        by_rest: dict[tuple, list[dict]] = {}
-        for e in sides[1]:
-            by_rest.setdefault(self._rest(e, named), []).append(e)
-        pairs = [(a, b) for a in sides[0] for b in by_rest.get(self._rest(a, named), [])
-                 if not (a is b and same_side)]
-        if not pairs:
-            rest = sorted({f for e in sides[0] + sides[1] for f in e["swept"]} - named)
-            raise NoMatch(f"no experiment matching {written[0].selector_text} is of the same sweep as one "
-                          f"matching {written[1].selector_text} and agrees with it on "
-                          f"{', '.join(rest) or 'the other swept fields'}; nothing to compare")
-        return [pieces[0] + a["name"] + pieces[1] + b["name"] + pieces[2] for a, b in pairs]
-
-    def _rest(self, experiment: dict, named: set[str]) -> tuple:
-        """What two experiments must share to be compared: the sweep, and every swept value that no
-        selector names (nor moves in a zip group with a field one names)."""
-        sweep, swept = experiment.get("sweep"), experiment["swept"]
-        free = set(named).union(*(self.zipped.get((sweep, f), ()) for f in named))
-        return (sweep,) + tuple(sorted((f, _key(v)) for f, v in swept.items() if f not in free))
-
-    def _matching(self, term: Term) -> list[dict]:
-        wanted = {}  # field -> the keys of its levels that the selector's value matches
-        for field, value in term.selector:
-            if field not in self.levels:
-                swept = sorted(self.levels)
-                raise NoMatch(f"{term.selector_text}: {field} is not a swept field of this study"
-                              + (f"{_suggest(field, swept)}; the sweeps vary: {', '.join(swept)}" if swept
-                                 else "; it has no [[sweep]]"))
-            levels = self.levels[field]
-            wanted[field] = {_key(level) for level in levels if _matches(value, field, level, levels)}
-            if not wanted[field]:
-                raise NoMatch(f"{term.selector_text}: {field} = {value} matches no experiment; {field} takes: "
-                              + ", ".join(_value_text(field, v, levels) for v in levels))
-        found = [e for e in self.experiments
-                 if all(f in e["swept"] and _key(e["swept"][f]) in keys for f, keys in wanted.items())]
-        if not found:
-            raise NoMatch(f"{term.selector_text} matches no experiment: no sweep has that combination")
-        return found
-
-
-def _matches(written: str, field: str, value: Any, levels: Sequence) -> bool:
-    """Whether a selector's VALUE (as written) is `value`: as TOML, as a bare string, or as names write it."""
-    if written == _value_text(field, value, levels) or written == _part(field, value, levels):
-        return True
-    try:
-        parsed = tomllib.loads(f"v = {written}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = written
-    return _key(parsed) == _key(value)
-
-
 # ------------------------------------------------------------------------------------- helpers
 
-def _key(value: Any) -> Any:
+def value_key(value: Any) -> Any:
     """A hashable key under which equal values are equal: 1 and 1.0 alike, True and 1 not."""
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, (int, float)):
         return ("number", float(value))
     if isinstance(value, list | tuple):
-        return ("list", tuple(_key(v) for v in value))
+        return ("list", tuple(value_key(v) for v in value))
     if isinstance(value, dict):
-        return ("table", tuple(sorted((k, _key(v)) for k, v in value.items())))
+        return ("table", tuple(sorted((k, value_key(v)) for k, v in value.items())))
     return (type(value).__name__, value)
 
 
@@ -552,6 +412,6 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _suggest(key: str, known) -> str:
+def suggest_key(key: str, known) -> str:
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
