@@ -1,11 +1,12 @@
 """Seconds per training epoch per network, on one thread: our general path beside the plain PyTorch loop.
 
-    python benchmarks/bench_families.py            # 24 families, 10,000 images, 3 repeats (~10 min)
+    python benchmarks/bench_families.py            # 26 families, 10,000 images, 3 repeats (~10 min)
     python benchmarks/bench_families.py --quick    # 6 families, 3,000 images, 1 repeat (~1 min)
     python benchmarks/bench_families.py --json families.json
 
 A family is one design outside the paper's: depth 1, 2 or 3 (hidden widths 130 / 100-100 /
-100-100-100), dropout 0.2 after every hidden layer, one optimiser (RMSprop with tanh units; SGD
+100-100-100), dropout 0.2 after every hidden layer (and two more: no dropout; dropout with random shifts
+of up to 2 pixels, drawn per epoch for ours, per image in the DataLoader's Dataset for PyTorch), one optimiser (RMSprop with tanh units; SGD
 with momentum 0.9, Adam, AdamW with ReLU) and one loss (cross-entropy, squared error). For each,
 measured side by side in the same run:
 
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (fmt_seconds, interleaved_times, machine, machine_line, markdown_table,  # noqa: E402
                     publish, single_thread)
 
+from mnist_study.data.augment import augment_epoch  # noqa: E402
 from mnist_study.training.config import AdamConfig, RMSpropConfig, SGDConfig, TrainConfig  # noqa: E402
 from mnist_study.training.trainer import Split, StackedTrainer  # noqa: E402
 
@@ -59,27 +61,58 @@ class Settings:
     images: int = 10_000
     repeats: int = 3
     warmup: int = 1
-    families: tuple[tuple[int, str, str], ...] = tuple((d, o, loss) for d in DEPTHS for o in OPTIMIZERS
-                                                       for loss in LOSSES)
+    families: tuple[tuple, ...] = (tuple((d, o, loss) for d in DEPTHS for o in OPTIMIZERS for loss in LOSSES)
+                                   + ((1, "adam", "cross_entropy", "no dropout"),
+                                      (1, "adam", "cross_entropy", "shifts")))
 
 
 QUICK = Settings(images=3_000, repeats=1, families=((1, "adam", "cross_entropy"), (2, "sgd", "squared_error"),
                                                     (3, "rmsprop", "cross_entropy"), (1, "adamw", "squared_error"),
-                                                    (2, "adam", "cross_entropy"), (3, "adamw", "squared_error")))
+                                                    (2, "adam", "cross_entropy"), (3, "adamw", "squared_error"),
+                                                    (1, "adam", "cross_entropy", "shifts")))
 
 
-def family_config(depth: int, optimizer: str, loss: str) -> TrainConfig:
+VARIANTS = ("dropout", "no dropout", "shifts")  # the last: dropout, and random shifts of up to SHIFT pixels
+SHIFT = 2
+
+
+def family_config(depth: int, optimizer: str, loss: str, variant: str = "dropout") -> TrainConfig:
     settings, activation = OPTIMIZERS[optimizer]
     layers = DEPTHS[depth]
-    return TrainConfig(layers=layers, activation=activation, dropout=(DROPOUT,) * len(layers), optimizer=settings,
+    rate = 0.0 if variant == "no dropout" else DROPOUT
+    return TrainConfig(layers=layers, activation=activation, dropout=(rate,) * len(layers), optimizer=settings,
                        loss=loss)
 
 
-def ours_epoch(x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> Callable[[], None]:
+def ours_epoch(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, variant: str = "dropout") -> Callable[[], None]:
     trainer = StackedTrainer(config, x.shape[1], list(range(SEEDS)), x.device)
     assert not trainer.paper  # every family here is outside the paper's: the general path
     split = Split(x, y)
-    return lambda: trainer.train_epoch(split)
+    if variant != "shifts":
+        return lambda: trainer.train_epoch(split)
+    epochs = iter(range(1, 1_000_000))
+
+    def epoch() -> None:  # one shifted copy per epoch, shared by the stack (as a run does it)
+        trainer.train_epoch(Split(augment_epoch(x, next(epochs), 0, shift=SHIFT), y))
+
+    return epoch
+
+
+class ShiftedImages(torch.utils.data.Dataset):
+    """The plain way to augment: each image shifted by up to SHIFT pixels as the DataLoader fetches it."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x.view(-1, 28, 28), y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        dx, dy = torch.randint(-SHIFT, SHIFT + 1, (2,)).tolist()
+        image = torch.zeros(28, 28)
+        src = self.x[i][max(0, -dy):28 - max(0, dy), max(0, -dx):28 - max(0, dx)]
+        image[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+        return image.view(-1), self.y[i]
 
 
 def torch_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -92,7 +125,7 @@ def torch_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     return cls(params, lr=o.lr, betas=o.betas, eps=o.epsilon, weight_decay=o.weight_decay)
 
 
-def plain_epoch(x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> Callable[[], None]:
+def plain_epoch(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, variant: str = "dropout") -> Callable[[], None]:
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(0)
@@ -103,7 +136,8 @@ def plain_epoch(x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> Callab
         width = h
     model = nn.Sequential(*layers, nn.Linear(width, 10))
     optimizer = torch_optimizer(model.parameters(), config)
-    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
+    data = ShiftedImages(x, y) if variant == "shifts" else TensorDataset(x, y)
+    loader = DataLoader(data, batch_size=BATCH, shuffle=True)
 
     def loss_fn(out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         if config.loss == "cross_entropy":
@@ -130,16 +164,17 @@ def run(settings: Settings = Settings()) -> dict:
     rows = []
     with single_thread():
         x, y = synthetic(settings.images)
-        for depth, optimizer, loss in settings.families:
-            config = family_config(depth, optimizer, loss)
-            times = interleaved_times({"ours": ours_epoch(x, y, config), "plain": plain_epoch(x, y, config)},
-                                      settings.repeats, settings.warmup)
+        for depth, optimizer, loss, *rest in settings.families:
+            variant = rest[0] if rest else "dropout"
+            config = family_config(depth, optimizer, loss, variant)
+            times = interleaved_times({"ours": ours_epoch(x, y, config, variant),
+                                       "plain": plain_epoch(x, y, config, variant)}, settings.repeats, settings.warmup)
             ours = statistics.median(times["ours"]) / SEEDS
             plain = statistics.median(times["plain"])
             rows.append({"depth": depth, "layers": list(config.layers), "optimizer": optimizer,
-                         "activation": config.activation, "loss": loss, "ours": ours, "plain": plain,
-                         "ratio": plain / ours})
-            print(f"{'-'.join(map(str, config.layers))} {optimizer} {loss}: ours {ours:.3f} s, "
+                         "activation": config.activation, "loss": loss, "variant": variant, "ours": ours,
+                         "plain": plain, "ratio": plain / ours})
+            print(f"{'-'.join(map(str, config.layers))} {optimizer} {loss} {variant}: ours {ours:.3f} s, "
                   f"PyTorch {plain:.3f} s, {plain / ours:.1f}x", file=sys.stderr, flush=True)
         m = machine()
     return {"machine": m, "settings": {"images": settings.images, "repeats": settings.repeats, "seeds": SEEDS,
@@ -149,9 +184,10 @@ def run(settings: Settings = Settings()) -> dict:
 def markdown(results: dict) -> str:
     s = results["settings"]
     body = [["-".join(map(str, r["layers"])), f"{r['optimizer']} ({r['activation']})", r["loss"],
-             fmt_seconds(r["ours"]), fmt_seconds(r["plain"]), f"{r['ratio']:.1f}×"] for r in results["rows"]]
-    table = markdown_table(["hidden", "optimiser", "loss", "ours s/epoch/net", "PyTorch s/epoch", "PyTorch / ours"],
-                           body, align="lllrrr")
+             r.get("variant", "dropout"), fmt_seconds(r["ours"]), fmt_seconds(r["plain"]), f"{r['ratio']:.1f}×"]
+            for r in results["rows"]]
+    table = markdown_table(["hidden", "optimiser", "loss", "regularisation", "ours s/epoch/net", "PyTorch s/epoch",
+                            "PyTorch / ours"], body, align="llllrrr")
     return (f"### Seconds per epoch per network, by family ({s['images']:,} images, batches of {s['batch']}, "
             f"dropout {s['dropout']}, one thread)\n\n"
             f"Ours: a stack of {s['seeds']} seeds, time / {s['seeds']}; PyTorch: DataLoader + nn.Sequential + "

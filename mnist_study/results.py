@@ -84,6 +84,11 @@ class SeedResult:
     path: Path
     metrics: dict
 
+    @property
+    def diverged(self) -> bool:
+        """Whether this seed's loss became NaN or infinite (training stopped there)."""
+        return isinstance(self.metrics.get("diverged"), dict)
+
     def accuracy(self, split: str) -> float:
         """Accuracy in percent on `split` (train, validation or test)."""
         return 100.0 * self.metrics["accuracy"][split]
@@ -137,9 +142,17 @@ class RunResults:
         return {e.name: [r.accuracy(split) for r in self.results(e.name)] for e in self.experiments}
 
     def accuracy_table(self) -> dict[tuple[str, str], list[float]]:
-        """(experiment, split) -> per-seed accuracies in percent: the input of claims and comparisons."""
-        return {(e.name, s): [r.accuracy(s) for r in self.results(e.name)]
+        """(experiment, split) -> per-seed accuracies in percent: the input of claims and comparisons.
+
+        Diverged seeds (metrics.json's `diverged`) are left out: their accuracy is that of weights
+        from before the loss blew up, not of a trained network. `diverged_counts` says how many.
+        """
+        return {(e.name, s): [r.accuracy(s) for r in self.results(e.name) if not r.diverged]
                 for e in self.experiments for s in SPLITS if self.results(e.name)}
+
+    def diverged_counts(self) -> dict[str, int]:
+        """Experiment -> how many of its finished seeds diverged."""
+        return {e.name: sum(r.diverged for r in self.results(e.name)) for e in self.experiments}
 
     def frontend(self, experiment: str):
         from mnist_study.training.frontends import load_frontend

@@ -224,3 +224,24 @@ def test_epoch_speed_keeps_every_peer_on_the_chosen_device():
     measured = {p for p, t in results["widths"][0]["seconds"].items() if t is not None}
     assert measured == {"floor", "ours", "slices"}
     assert "on meta (meta), the data resident there" in epoch_speed.markdown(results)
+
+
+def test_the_families_benchmark_tables_every_family_on_tiny_data():
+    import bench_families
+
+    settings = bench_families.Settings(images=96, repeats=1, warmup=0, families=(
+        (2, "sgd", "squared_error"), (1, "adam", "cross_entropy", "no dropout"), (1, "adam", "cross_entropy", "shifts")))
+    results = bench_families.run(settings)
+    rows = table_rows(bench_families.markdown(results), "### Seconds per epoch per network")
+    assert [(r["hidden"], r["regularisation"]) for r in rows] == [("100-100", "dropout"), ("130", "no dropout"),
+                                                                 ("130", "shifts")]
+    assert all(r["ours"] > 0 and r["plain"] > 0 for r in results["rows"])
+
+
+def test_the_sweep_parsing_benchmark_counts_what_it_parses():
+    import bench_sweep
+
+    results = bench_sweep.run([1_000], repeats=1)
+    (row,) = results["rows"]
+    assert row["experiments"] == 1_000
+    assert "1,000" in bench_sweep.markdown(results)

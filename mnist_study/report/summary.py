@@ -25,8 +25,9 @@ from mnist_study.training.frontends import frontend_short_name
 class SplitSummary:
     """One experiment's accuracy (percent) on one split, over its seeds.
 
-    `std` and `ci` ([low, high], Student t) are None with fewer than two seeds; `reference` is the
-    study's figure for comparison (None when it gives none) and `difference` is mean − reference.
+    `values` has every seed; `mean`, `std` and `ci` ([low, high], Student t) are over the seeds that
+    did not diverge, None with fewer than two of them; `reference` is the study's figure for
+    comparison (None when it gives none) and `difference` is mean − reference.
     """
 
     values: list[float]
@@ -116,8 +117,11 @@ def has_reference_figures(rows: Sequence[AccuracyRow]) -> bool:
     return any(row.split(s).reference is not None for row in rows for s in SPLITS)
 
 
-def _split_summary(values: list[float], reference: float | None, confidence: float) -> SplitSummary:
-    s = summarize(values, confidence) if values else None
+def _split_summary(values: list[float], reference: float | None, confidence: float,
+                   counted: list[bool] | None = None) -> SplitSummary:
+    """`values` per seed; the statistics over those `counted` (all by default)."""
+    kept = values if counted is None else [v for v, keep in zip(values, counted) if keep]
+    s = summarize(kept, confidence) if kept else None
     return SplitSummary(
         values=values,
         mean=s.mean if s else None,
@@ -133,8 +137,10 @@ def accuracy_rows(run: RunResults, confidence: float = 0.95) -> list[AccuracyRow
     rows = []
     for e in run.experiments:
         results = run.results(e.name)
+        # Diverged seeds are listed (and counted) but left out of the statistics.
         splits = {split: _split_summary([r.accuracy(split) for r in results],
-                                        getattr(e.reference, split) if e.reference else None, confidence)
+                                        getattr(e.reference, split) if e.reference else None, confidence,
+                                        [not r.diverged for r in results])
                   for split in SPLITS}
         rows.append(AccuracyRow(
             experiment=e.name, title=e.title, hidden=e.width, frontend=e.frontend.kind,
@@ -205,7 +211,8 @@ def accuracy_table(rows: list[AccuracyRow], title: str = "Accuracy (%)",
     caption = "; ".join(([("mean ± 95% CI half-width over seeds")] if several else [])
                         + ([f"\\[{source}'s figure]; Δ = ours − {source}"] if references else [])
                         + (["[red]diverged[/]: the loss became NaN or infinite and training stopped, "
-                            "keeping the weights from before"] if diverged else []))
+                            "keeping the weights from before; diverged seeds are left out of the means, "
+                            "intervals and claims"] if diverged else []))
     table = Table(title=title + (f", ours beside the {source}'s" if references else ""), box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True, caption=caption or None, padding=(0, 1))
     table.add_column("exp", no_wrap=True)
