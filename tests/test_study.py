@@ -149,7 +149,7 @@ hidden = 5
     ('name = "x"\nextends = "papr"\n', "did you mean 'paper'?"),
     ('name = "x"\nextends = "paper"\nonly = ["exp99"]\n', "'exp99', which the base study does not have"),
     ('name = "x"\nextends = "paper"\n[every_experiment]\nmax_epoch = 3\n', "every_experiment.max_epoch: unknown key; did you mean 'max_epochs'?"),
-    ('name = "x"\n[every_experiment]\nmax_epochs = 3\n[[experiment]]\nname = "a"\nhidden = 1\n', "only make sense with `extends"),
+    ('name = "x"\nonly = ["a"]\n[[experiment]]\nname = "a"\nhidden = 1\n', "only make sense with `extends"),
 ])
 def test_extending_mistakes_are_named(child, reason):
     with pytest.raises(StudyError, match=re.escape(reason)):

@@ -434,3 +434,29 @@ def test_the_schema_documents_sweeps_selectors_and_every_experiment_field():
         [line] = [line for line in table.splitlines() if line.startswith(f"  {field}: ")]
         assert not line.startswith(f"  {field}: front-end;"), line  # every type is named, none guessed
         assert Experiment.model_fields[field].description, field
+
+
+def test_every_experiment_without_extends_is_the_default_of_the_studys_own_tables():
+    study = parse_study("""
+name = "fashion-study"
+[every_experiment]
+dataset = "fashion-mnist"
+max_epochs = 3
+[[experiment]]
+name = "a"
+hidden = 8
+[[experiment]]
+name = "b"
+hidden = 8
+max_epochs = 9
+[[sweep]]
+dataset = "mnist"
+[sweep.vary]
+hidden = [4, 16]
+max_epochs = [1, 2]
+""")
+    by_name = {e.name: e for e in study.experiments}
+    assert (by_name["a"].dataset, by_name["a"].max_epochs) == ("fashion-mnist", 3)
+    assert by_name["b"].max_epochs == 9  # a table's own key wins
+    swept = [e for e in study.experiments if e.sweep]
+    assert {e.dataset for e in swept} == {"mnist"} and {e.max_epochs for e in swept} == {1, 2}

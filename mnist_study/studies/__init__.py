@@ -6,7 +6,8 @@ A study may extend another, so that two studies that differ in a few settings sa
     extends = "paper"                  # a built-in study, or a TOML file relative to this one
     description = "..."
 
-    [every_experiment]                 # set in every inherited experiment
+    [every_experiment]                 # set in every inherited experiment (in a study that extends
+                                       # none: the default of its own experiments and sweeps)
     train_size = 10000
     max_epochs = 4
 
@@ -195,9 +196,11 @@ def _resolve(data: dict, source: str, directory: Path, seen: tuple[str, ...]) ->
     _refuse_derived_keys(data, source)
     base_name = data.get("extends")
     if base_name is None:
-        stray = [k for k in EXTENDING_KEYS if k in data]
+        stray = [k for k in EXTENDING_KEYS if k in data and k != "every_experiment"]
         if stray:
             raise StudyError(f"{source}: {', '.join(stray)} only make sense with `extends = \"<study>\"`")
+        if "every_experiment" in data:
+            data = _with_defaults(data, source)
         return expand_sweeps(data, source)
     if not isinstance(base_name, str):
         raise StudyError(f"{source}: extends must be a study name or file, got {_short_repr(base_name)}")
@@ -313,6 +316,16 @@ def _inherited_experiments(base: dict, data: dict, source: str, base_source: str
             raise StudyError(f"{source}: only names {', '.join(map(repr, unknown))}, which the base study does "
                              f"not have{hint}; it has: {_listed(list(map(str, names)))}")
         experiments = [e for e in experiments if _name(e) in wanted]
+    every = _every_experiment(data, source)
+    for e in experiments:
+        if isinstance(e, dict):
+            swept = e.get("swept")  # a sweep's own values stay: its grid is what it is for
+            e.update({k: v for k, v in every.items() if k not in swept} if isinstance(swept, dict) else every)
+    return experiments
+
+
+def _every_experiment(data: dict, source: str) -> dict:
+    """The [every_experiment] table, its keys checked."""
     every = data.get("every_experiment", {})
     if not isinstance(every, dict):
         raise StudyError(f"{source}: [every_experiment] must be a table of experiment settings")
@@ -320,11 +333,28 @@ def _inherited_experiments(base: dict, data: dict, source: str, base_source: str
     for key in every:
         if key not in settable:
             raise StudyError(f"{source}: every_experiment.{key}: unknown key{_suggest(key, settable)}")
-    for e in experiments:
-        if isinstance(e, dict):
-            swept = e.get("swept")  # a sweep's own values stay: its grid is what it is for
-            e.update({k: v for k, v in every.items() if k not in swept} if isinstance(swept, dict) else every)
-    return experiments
+    return every
+
+
+def _with_defaults(data: dict, source: str) -> dict:
+    """A study that extends none: [every_experiment] is the default of its own experiments and sweeps,
+    which may each say otherwise (e.g. `dataset = "fashion-mnist"` for the whole study)."""
+    every = _every_experiment(data, source)
+    out = {k: v for k, v in data.items() if k != "every_experiment"}
+    if isinstance(data.get("experiment"), list):
+        out["experiment"] = [{**every, **e} if isinstance(e, dict) else e for e in data["experiment"]]
+    if isinstance(data.get("sweep"), list):
+        out["sweep"] = []
+        for sweep in data["sweep"]:
+            if isinstance(sweep, dict):
+                given = set(sweep) | set(_as_dict(sweep.get("vary"))) | set(_as_dict(sweep.get("fixed")))
+                sweep = {**{k: v for k, v in every.items() if k not in given}, **sweep}
+            out["sweep"].append(sweep)
+    return out
+
+
+def _as_dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _names_only(entry: Any, names: set[str], selection: Selection) -> bool:
