@@ -119,7 +119,8 @@ class Experiment(_Strict):
     betas: Annotated[list[float], Field(min_length=2, max_length=2)] | None = Field(None, description="adam and adamw only; default [0.9, 0.999]")
     epsilon: float | None = Field(None, gt=0, description="rmsprop, adam and adamw; default 1e-7 (rmsprop), "
                                                           "1e-8 (adam, adamw)")
-    weight_decay: float | None = Field(None, ge=0, description="adamw only: decoupled weight decay; default 0")
+    weight_decay: float | None = Field(None, ge=0, description="adamw only: decoupled weight decay; default "
+                                                               "0.01 (torch.optim.AdamW's)")
     schedule: Literal[SCHEDULES] = Field("constant", description="the learning rate over epochs: constant, "
                                                                  "step (times step_factor every step_every "
                                                                  "epochs) or cosine (to 0 at max_epochs)")
@@ -220,6 +221,8 @@ class Experiment(_Strict):
             return SGDConfig(**lr, **given)
         if "betas" in given:
             given["betas"] = tuple(given["betas"])
+        if self.optimizer == "adamw":
+            given.setdefault("weight_decay", ADAMW_WEIGHT_DECAY)
         return AdamConfig(kind=self.optimizer, **lr, **given)
 
     def train_config(self) -> TrainConfig:
@@ -257,6 +260,7 @@ OPTIMIZER_SETTINGS = {
     "adam": ("betas", "epsilon"),
     "adamw": ("betas", "epsilon", "weight_decay"),
 }
+ADAMW_WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default; without it AdamW is Adam
 DEFAULT_LEARNING_RATES = {"rmsprop": 1e-3, "sgd": 1e-2, "adam": 1e-3, "adamw": 1e-3}
 ALL_OPTIMIZER_SETTINGS = ("momentum", "nesterov", "rho", "betas", "epsilon", "weight_decay")
 
