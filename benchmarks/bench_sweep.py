@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -27,9 +28,11 @@ from common import fmt_seconds, machine, machine_line, markdown_table, publish  
 from mnist_study.studies import parse_study  # noqa: E402
 from mnist_study.studies.selectors import expand_claims  # noqa: E402
 from mnist_study.studies.sweep import expand_sweeps  # noqa: E402
+from mnist_study.schedule import make_plan  # noqa: E402
 from mnist_study.study import Study  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000)
+PLAN_SEEDS = 5  # the plan of a fresh run of the sweep: every (experiment, seed) still to train
 FIELDS = {  # 10 values each: a sweep of 10^k experiments crosses the first k
     "hidden": [10 * (i + 1) for i in range(10)],
     "learning_rate": [round(0.0005 * (i + 1), 4) for i in range(10)],
@@ -68,10 +71,12 @@ def measure(size: int, repeats: int) -> dict:
     expanded = expand_claims(expand_sweeps(raw, "bench"), "bench")
     study = parse_study(text, "bench")
     assert len(study.experiments) == size
+    with tempfile.TemporaryDirectory() as run_dir:  # an empty run: every seed still to train
+        plan = best_of(repeats, lambda: make_plan(study, list(range(PLAN_SEEDS)), Path(run_dir)))
     return {"experiments": size, "checks": len(study.claim[0].checks),
             "expand": best_of(repeats, lambda: expand_claims(expand_sweeps(raw, "bench"), "bench")),
             "validate": best_of(repeats, lambda: Study.model_validate(expanded)),
-            "parse": best_of(repeats, lambda: parse_study(text, "bench"))}
+            "parse": best_of(repeats, lambda: parse_study(text, "bench")), "plan": plan}
 
 
 def run(sizes: list[int], repeats: int | None) -> dict:
@@ -84,9 +89,10 @@ def run(sizes: list[int], repeats: int | None) -> dict:
 
 def markdown(results: dict) -> str:
     rows = [[f"{r['experiments']:,}", f"{r['checks']:,}", fmt_seconds(r["expand"]), fmt_seconds(r["validate"]),
-             fmt_seconds(r["parse"]), f"{1e6 * r['parse'] / r['experiments']:.0f}"] for r in results["rows"]]
-    table = markdown_table(["experiments", "claim checks", "expand s", "validate s", "parse s", "µs / experiment"],
-                           rows)
+             fmt_seconds(r["parse"]), f"{1e6 * r['parse'] / r['experiments']:.0f}", fmt_seconds(r["plan"])]
+            for r in results["rows"]]
+    table = markdown_table(["experiments", "claim checks", "expand s", "validate s", "parse s", "µs / experiment",
+                            f"plan s ({PLAN_SEEDS} seeds)"], rows)
     return f"### Reading a study with a sweep\n\n{table}\n\n{machine_line(results['machine'])}\n"
 
 

@@ -70,6 +70,9 @@ def test_the_sweep_and_its_claim_are_shown(every_option_run):
     out, output = every_option_run
     assert "effects on test accuracy" in output and "best configuration" in output
     shown = json.loads(CliRunner().invoke(app, ["show", str(out), "--format", "json"]).output)
+    swept = {r["experiment"]: r["swept"] for r in shown["experiments"]}
+    assert swept["w24-adam-lr0.002"] == {"hidden": 24, "optimizer": "adam", "learning_rate": 0.002}
+    assert swept["deep-tanh-adam"] == {}
     (sweep,) = shown["sweeps"]
     assert sweep["name"] == "grid" and sweep["n_networks"] == 8
     (claim,) = shown["claims"]

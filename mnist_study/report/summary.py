@@ -59,6 +59,7 @@ class AccuracyRow:
     diverged: list[int | None] = field(default_factory=list)  # per seed: the epoch its loss became NaN
     # or infinite (training stopped there, keeping the weights from before it), None if it did not
     shape: str = ""  # the hidden widths, "130", "100-100" or "0" (`hidden` is the first one's, 0 if none)
+    swept: dict = field(default_factory=dict)  # the values of the fields its [[sweep]] varies (empty if none)
 
     @property
     def diverged_seeds(self) -> list[int]:
@@ -147,7 +148,7 @@ def accuracy_rows(run: RunResults, confidence: float = 0.95) -> list[AccuracyRow
             seeds=[r.seed for r in results], **splits,
             epochs=[r.metrics["epochs_run"] for r in results],
             train_seconds=[r.metrics["train_seconds"] for r in results],
-            diverged=[diverged_epoch(r.metrics) for r in results], shape=e.shape_text,
+            diverged=[diverged_epoch(r.metrics) for r in results], shape=e.shape_text, swept=dict(e.swept),
         ))
     return rows
 
