@@ -72,7 +72,8 @@ def data(
     except USER_ERRORS as e:
         _fail(e)
     # One file a line, digest whole: a digest cut to fit the terminal cannot be checked.
-    console.print(f"{dataset.name} in [bold]{dataset.source}[/] (SHA-256 of each uncompressed file):", soft_wrap=True)
+    label = "Data" if dataset.name == dataset.source else dataset.name
+    console.print(f"{label} in [bold]{dataset.source}[/] (SHA-256 of each uncompressed file):", soft_wrap=True)
     for name, digest in dataset.digests.items():
         console.print(f"  {name}  {digest}", soft_wrap=True, highlight=False)
     console.print(f"train {dataset.train_images.shape}, test {dataset.test_images.shape}; "

@@ -54,6 +54,11 @@ class FitFrontend:
     def name(self) -> str:
         return self.experiment["name"]
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The files of the run directory this task reads (relative paths): none."""
+        return ()
+
     def run(self, emit: EventFn) -> StageTime:
         return fit_frontend_task(self.run_dir, self.experiment, list(self.targets), self.data_dir, emit)
 
@@ -71,6 +76,13 @@ class TrainSeeds:
     @property
     def name(self) -> str:
         return self.experiment["name"]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The files of the run directory this task reads (relative paths; the split record only
+        where the experiment draws one): its experiment's fitted front-end."""
+        folder = experiment_dir(Path(), self.name)
+        return tuple(str(folder / name) for name in ("split.safetensors", "frontend.safetensors", "frontend.json"))
 
     def run(self, emit: EventFn) -> StageTime:
         return train_task(self.run_dir, self.experiment, list(self.seeds), self.data_dir, self.device, emit)

@@ -52,7 +52,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from mnist_study.errors import OptionError, RunError
+from mnist_study.errors import OptionError
 from mnist_study.files import read_json
 from mnist_study.results import experiment_dir, is_finished, read_study, seed_dirs
 from mnist_study.study import Experiment, Study
@@ -71,16 +71,17 @@ _LIMITS = {"MAX_PARAMS_TAGS_PER_BATCH": 100, "MAX_METRICS_PER_BATCH": 1000, "MAX
            "MAX_PARAM_VAL_LENGTH": 500, "MAX_TAG_VAL_LENGTH": 5000, "MAX_ENTITY_KEY_LENGTH": 250}
 
 
-def _mlflow():
-    """The mlflow module, or an OptionError saying how to install it."""
+def require_mlflow():
+    """The mlflow module, or an OptionError saying how to install it: check before a run starts, so
+    that a missing extra does not cost a training run."""
     try:
         import mlflow
         from mlflow.utils import validation
     except ImportError:
         raise OptionError("logging to MLflow needs MLflow, which is not installed: "
                           "pip install 'mnist-study[mlflow]'") from None
-    for name in _LIMITS:
-        _LIMITS[name] = getattr(validation, name, _LIMITS[name])
+    for name, default in _LIMITS.items():
+        _LIMITS[name] = getattr(validation, name, default)
     return mlflow
 
 
@@ -209,7 +210,8 @@ def study_params(study: Study, manifest: dict) -> dict[str, str]:
 
 def study_tags(run_dir: Path, study: Study, manifest: dict) -> dict[str, str]:
     versions = manifest.get("versions") or {}
-    tags = {ROLE_TAG: "study", RUN_DIR_TAG: str(run_dir), "mnist_study.complete": as_text(bool(manifest.get("complete"))),
+    tags = {ROLE_TAG: "study", RUN_DIR_TAG: str(run_dir),
+            "mnist_study.complete": as_text(bool(manifest.get("complete"))),
             "mnist_study.version": versions.get("mnist-study") or _installed_version(),
             **{f"versions.{package}": v for package, v in versions.items() if package != "mnist-study"}}
     if manifest.get("command"):
@@ -326,7 +328,7 @@ def log_run(run_dir: str | Path, tracking_uri: str | None = None, experiment_nam
 
     Raises RunError when `run_dir` is not a run directory, and OptionError when MLflow is not installed.
     """
-    _mlflow()
+    require_mlflow()
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from mnist_study.cli import app
@@ -50,7 +51,7 @@ def test_show_of_a_non_run_says_what_to_give(tmp_path):
 def test_data_command_reports_digests(tiny_data):
     result = runner.invoke(app, ["data", "--data-dir", str(tiny_data)])
     assert result.exit_code == 0, result.output
-    assert "train-images-idx3-ubyte" in result.output and "not MNIST" in result.output
+    assert "train-images-idx3-ubyte" in result.output and "not a dataset we know" in result.output
 
 
 def test_compare_two_runs(tiny_run):
@@ -76,3 +77,15 @@ def test_predict_files_as_json(tmp_path, tiny_run):
     good = [r for r in rows if r["digit"] is not None]
     assert len(good) == 4
     assert any("notes.png" in json.dumps(r) for r in rows)
+
+
+def test_data_command_finds_fashion_mnist_by_name():
+    from mnist_study.data.datasets import FASHION_SYSTEM_DIR
+
+    if not FASHION_SYSTEM_DIR.is_dir():
+        pytest.skip("needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    result = runner.invoke(app, ["data", "--dataset", "fashion-mnist"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("fashion-mnist in ") and "verified" in result.output
+    typo = runner.invoke(app, ["data", "--dataset", "fasion-mnist"])
+    assert typo.exit_code == 2 and "Did you mean 'fashion-mnist'?" in typo.output
