@@ -127,6 +127,12 @@ def run(
                                           help="Worker processes (one thread each). Default: one per core on the CPU, 0 = in this process."),
     report: bool = typer.Option(True, "--report/--no-report", help="Build report.html after training."),
     tsne_points: str = typer.Option("10000", "--tsne-points", help="Training images in each t-SNE map: a number or 'all'."),
+    mlflow: bool = typer.Option(False, "--mlflow", help="When the run ends, log it to MLflow (pip install "
+                                "'mnist-study[mlflow]'): one run per study run, one nested run per network."),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI (implies --mlflow). "
+                                             "Default: sqlite:///<runs folder>/mlruns.db beside the run."),
+    mlflow_experiment: Optional[str] = typer.Option(None, "--mlflow-experiment", help="MLflow experiment (implies "
+                                                    "--mlflow). Default: the study's name."),
 ) -> None:
     """Train and evaluate every experiment of a study, then print the accuracy table and build the report.
 
@@ -144,6 +150,11 @@ def run(
             raise OptionError(f"give --seeds N or --seed S (repeatable), not both (got --seeds {seeds} and "
                               f"--seed {' --seed '.join(map(str, seed))})")
         seed_list = list(range(seeds)) if seeds else (list(seed) if seed else None)
+        tracked = mlflow or mlflow_uri is not None or mlflow_experiment is not None
+        if tracked:
+            from mnist_study.tracking import require_mlflow
+
+            require_mlflow()
         if resume is not None:
             if out is not None and out.resolve() != resume.resolve():
                 raise OptionError(f"--resume {resume} and --out {out} name different run directories; give one")
@@ -162,6 +173,12 @@ def run(
 
             with run_lock(run_dir, command):
                 _report(run_dir, points, data_dir, workers)
+        if tracked:
+            from mnist_study.tracking import log_run
+
+            # replace: a resumed run's record replaces the one logged when it stopped
+            run_id = log_run(run_dir, mlflow_uri, mlflow_experiment, progress=True, replace=True)
+            console.print(f"MLflow run: [bold]{run_id}[/]", soft_wrap=True)
     except KeyboardInterrupt:
         if run_dir is not None and (Path(run_dir) / "study.json").is_file():
             err.print(f"[yellow]interrupted[/]: finished results are on disk; continue with "
@@ -247,6 +264,30 @@ def show(
         _show(run_dir, format, per_seed, every_row)
     except USER_ERRORS as e:
         _fail(e)
+
+
+@app.command(short_help="Log a run directory (finished or not) to MLflow.")
+def log(
+    run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/paper-20260101-120000."),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI. Default: "
+                                             "sqlite:///<runs folder>/mlruns.db beside the run."),
+    experiment: Optional[str] = typer.Option(None, "--mlflow-experiment", help="MLflow experiment. Default: the "
+                                             "study's name."),
+    replace: bool = typer.Option(False, "--replace", help="If the run is already logged, log it anew and delete "
+                                 "the earlier record."),
+    artifacts: bool = typer.Option(True, "--artifacts/--no-artifacts", help="Copy weights, front-ends, study, "
+                                   "manifest and report into MLflow's artifact store."),
+) -> None:
+    """Log a run to MLflow (pip install 'mnist-study[mlflow]'): one MLflow run for the study run, one nested run
+    per network with its settings as parameters, its per-epoch curves, final metrics and weights.
+    Browse with: mlflow ui --backend-store-uri sqlite:///runs/mlruns.db"""
+    try:
+        from mnist_study.tracking import log_run
+
+        run_id = log_run(run_dir, mlflow_uri, experiment, artifacts=artifacts, progress=True, replace=replace)
+    except USER_ERRORS as e:
+        _fail(e)
+    console.print(f"MLflow run: [bold]{run_id}[/]", soft_wrap=True)
 
 
 def parse_tsne_points(text: str) -> int | str:

@@ -494,6 +494,8 @@ def loopback_cluster(worker_nodes: int = 2, cpus_per_node: int = 1, head_cpus: i
     head = [ray_cmd, "start", "--head", f"--port={port}", f"--num-cpus={head_cpus}", "--include-dashboard=false",
             f"--ray-client-server-port={free_port()}", f"--dashboard-port={free_port()}", f"--temp-dir={temp}", *common]
     nodes: list[subprocess.Popen] = []
+    before = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"  # for drivers in this process: Ray reads it when connecting
     try:
         for i in range(worker_nodes + 1):
             command = head if i == 0 else [ray_cmd, "start", f"--address={address}", f"--num-cpus={cpus_per_node}",
@@ -508,6 +510,10 @@ def loopback_cluster(worker_nodes: int = 2, cpus_per_node: int = 1, head_cpus: i
         for node in reversed(nodes):
             _stop_node(node)
         shutil.rmtree(temp, ignore_errors=True)
+        if before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = before
 
 
 def _wait_for_start(process: subprocess.Popen, log: Path, timeout_s: float) -> None:

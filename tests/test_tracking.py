@@ -214,3 +214,27 @@ def test_importing_the_package_does_not_import_mlflow():
     code = ("import sys, mnist_study, mnist_study.cli, mnist_study.tracking; "
             "assert 'mlflow' not in sys.modules, 'mlflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_run_and_log_from_the_command_line(tmp_path, tiny_data):
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from mnist_study.cli import app
+
+    study = tmp_path / "two.toml"
+    study.write_text('name = "two"\n[[sweep]]\nvalidation_size = 200\nmax_epochs = 2\n[sweep.vary]\nhidden = [4, 8]\n')
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(study), "--seeds", "2", "--data-dir", str(tiny_data), "--out",
+                                      str(out), "--workers", "0", "--no-report", "--mlflow-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "MLflow run: " in result.output
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "two"]
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and len(runs) == 1 + 2 * 2  # one per (experiment, seed)
+    again = CliRunner().invoke(app, ["log", str(out), "--mlflow-uri", uri])
+    assert again.exit_code == 0 and "already logged" in again.output + (again.stderr if again.stderr_bytes else "")
+    assert len(client.search_runs([experiment.experiment_id])) == 5  # nothing logged twice
