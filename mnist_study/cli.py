@@ -50,6 +50,7 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(2)
 
 
+MAX_SEEDS = 1000  # far beyond what any comparison needs; a typo (--seeds 50000) must not start a week of work
 DATA_DIR_HELP = ("Folder holding the four MNIST-layout IDX files (gzipped or not). Default: $MNIST_STUDY_DATA, "
                  "then ~/.cache/mnist-study/mnist, then /usr/share/datasets/mnist, else download into the cache.")
 
@@ -116,8 +117,9 @@ def studies(
 @app.command(short_help='Train and evaluate a study, then the table and the report.')
 def run(
     study: Optional[str] = typer.Argument(None, show_default=False, help="A built-in study (paper, "
-                                          "paper-as-printed, quick) or a TOML study file. Default: paper."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Train N seeds of every experiment (seeds 0..N-1)."),
+                                          "paper-as-printed, quick, width-optimiser) or a TOML study file. "
+                                          "Default: paper."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, help="Train N seeds of every experiment (seeds 0..N-1)."),
     seed: Optional[list[int]] = typer.Option(None, "--seed", min=0, help="Train this seed (repeatable). Default: 0."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto uses CUDA when PyTorch sees a GPU."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Finish an interrupted run: only what is missing is done."),
@@ -327,6 +329,10 @@ def report(
         load_run(run_dir)  # a folder that is not a run (or is damaged) is named before a lock file is made
         with run_lock(run_dir, " ".join(["mnist-study", *sys.argv[1:]])):
             _report(run_dir, points, data_dir, workers)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/]: {run_dir}/report.html is as it was; build it again with "
+                  f"[bold]mnist-study report {run_dir}[/]", soft_wrap=True)
+        raise typer.Exit(130)
     except USER_ERRORS as e:
         _fail(e)
 

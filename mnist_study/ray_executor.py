@@ -497,14 +497,17 @@ def loopback_cluster(worker_nodes: int = 2, cpus_per_node: int = 1, head_cpus: i
     before = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "token"  # for drivers in this process: Ray reads it when connecting
     try:
-        for i in range(worker_nodes + 1):
-            command = head if i == 0 else [ray_cmd, "start", f"--address={address}", f"--num-cpus={cpus_per_node}",
-                                           *common]
+        def start(i: int, command: list[str]) -> tuple[subprocess.Popen, Path]:
             log = Path(temp) / f"node-{i}.log"
             with open(log, "w") as out:
                 nodes.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                               env=env, start_new_session=True))
-            _wait_for_start(nodes[-1], log, timeout_s)
+            return nodes[-1], log
+
+        _wait_for_start(*start(0, head), timeout_s)
+        node = [ray_cmd, "start", f"--address={address}", f"--num-cpus={cpus_per_node}", *common]
+        for started in [start(i + 1, node) for i in range(worker_nodes)]:  # the nodes start side by side
+            _wait_for_start(*started, timeout_s)
         yield address
     finally:
         for node in reversed(nodes):

@@ -89,3 +89,9 @@ def test_data_command_finds_fashion_mnist_by_name():
     assert result.output.startswith("fashion-mnist in ") and "verified" in result.output
     typo = runner.invoke(app, ["data", "--dataset", "fasion-mnist"])
     assert typo.exit_code == 2 and "Did you mean 'fashion-mnist'?" in typo.output
+
+
+def test_a_runaway_seed_count_is_refused_before_any_work(tmp_path):
+    result = runner.invoke(app, ["run", "quick", "--seeds", "50000", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--seeds" in result.output and "1000" in result.output
+    assert not (tmp_path / "r").exists()

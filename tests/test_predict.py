@@ -215,3 +215,17 @@ def test_answers_below_the_confidence_threshold_are_flagged(run_dir, folder):
     assert not any(p.uncertain for p in sure)
     assert all(p.uncertain for p in doubtful if p.ok) and any(p.ok for p in doubtful)
     assert "?" in render(doubtful, "table")
+
+
+def test_a_folder_without_images_is_an_error_not_silence(run_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from mnist_study.cli import app
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    (row,) = predict_files(run_dir, [empty])
+    assert not row.ok and "holds no image files" in row.error
+    result = CliRunner().invoke(app, ["predict", str(run_dir), str(empty)])
+    assert result.exit_code == 1 and "holds no image files" in result.output

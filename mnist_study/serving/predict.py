@@ -67,12 +67,14 @@ class Prediction:
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given, and the image files inside folders (recursively, sorted); order kept, no repeats.
 
-    A path that does not exist is kept, so that its error is reported in its row.
+    A path that does not exist, and a folder without images, are kept, so that their error is
+    reported in their row.
     """
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+            images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found.extend(images or [path])
         else:
             found.append(path)
     return list(dict.fromkeys(found))
@@ -95,6 +97,10 @@ def predict_with(classifier: DigitClassifier, paths: Iterable[str | Path],
     inputs: list[np.ndarray] = []
     good: list[int] = []
     for i, path in enumerate(files):
+        if path.is_dir():
+            rows[i].error = (f"{path} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                             "give image files or a folder of them")
+            continue
         try:
             inputs.append(preprocess(path))
             good.append(i)

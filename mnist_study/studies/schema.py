@@ -57,7 +57,8 @@ EXTENDING = [
     ("only", "list of names", "—", "keep just these of the base's experiments (and its claims and notes "
                                    "that name no other)"),
     ("[every_experiment]", "table", "—", "experiment keys set in every inherited experiment (in swept ones too, "
-                                         "but not the fields their sweep varies)"),
+                                         "but not the fields their sweep varies); in a study that extends none, "
+                                         "the default of its own experiments and sweeps (e.g. dataset)"),
     ("[[experiment]] with a base name", "table", "—", "its keys replace that experiment's (not a swept "
                                                       "experiment's swept fields); a new name adds one"),
     ("[[sweep]]", "table", "—", "adds a sweep beside the base's, under a name of its own"),
