@@ -61,6 +61,7 @@ class TrainingProgress:
         self.console = console or _stderr()
         self.plain = None if self.console.is_terminal else PlainLines(self.console)
         self.seeds = plan.seeds_missing()                        # experiment -> seeds to train in this run
+        self.frontends = [fit.name for fit, _ in plan.frontends]
         self.done: dict[str, int] = {name: 0 for name in self.seeds}
         self.widths = {e.name: e.shape_text for e in study.experiments}
         self.started: dict[str, float] = {}
@@ -90,8 +91,12 @@ class TrainingProgress:
         if self.bars is not None:
             self.bars.start()
         else:
-            total = sum(self.seeds.values())
-            self.plain.line(f"training {total} network{'s' if total != 1 else ''} of {len(self.seeds)} experiments")
+            total, fits = sum(self.seeds.values()), len(self.frontends)
+            if total:
+                self.plain.line(f"training {total} network{'s' if total != 1 else ''} of {len(self.seeds)} "
+                                f"experiment{'s' if len(self.seeds) != 1 else ''}")
+            elif fits:  # a resume that only refits a front-end
+                self.plain.line(f"fitting {fits} front-end{'s' if fits != 1 else ''}; every network is trained")
 
     def stop(self) -> None:
         if self.bars is not None:

@@ -73,3 +73,24 @@ def test_report_steps_print_lines_in_a_pipe():
     text = out.getvalue()
     assert "report: data in 0.0 s (1 of 2" in text and "report: exp1 done (2 of 2" in text
     assert set(steps.timings) == {"data"}
+
+
+def test_a_sweep_gets_one_row_and_rows_only_for_what_trains_now(tmp_path):
+    sweep = parse_study('name = "many"\n[[sweep]]\n[sweep.vary]\nhidden = [' + ", ".join(map(str, range(1, 41))) + "]\n")
+    display = TrainingProgress(sweep, make_plan(sweep, [0], tmp_path), Console(file=io.StringIO(), force_terminal=True))
+    descriptions = lambda: [t.description for t in display.bars.tasks if not t.description.startswith("fit")]  # noqa: E731
+    assert descriptions() == ["train 40 experiments"]  # not 40 rows
+    display.update({"kind": "epoch", "experiment": "w7", "task": "w7/seeds-0", "epoch": 1, "active": 1, "seeds": 1,
+                    "val_accuracy": 0.5})
+    assert descriptions() == ["train 40 experiments", "train w7 (H=7)"]
+    display.update({"kind": "seed-done", "experiment": "w7", "seed": 0, "test_accuracy": 0.5, "epochs": 1})
+    assert descriptions() == ["train 40 experiments"] and next(t for t in display.bars.tasks if t.id == display.overall).completed == 1
+
+
+def test_a_resume_that_only_refits_a_front_end_says_so(tmp_path):
+    from mnist_study.schedule import Plan
+
+    out = io.StringIO()
+    fit = STUDY.get("pca")
+    TrainingProgress(STUDY, Plan(frontends=[(fit, ["pca"])], training=[]), Console(file=out, width=80)).start()
+    assert "fitting 1 front-end; every network is trained" in out.getvalue()
