@@ -305,10 +305,11 @@ def parse_tsne_points(text: str) -> int | str:
     return points
 
 
-def _report(run_dir: Path, tsne_points: int | str, data_dir: Optional[Path], workers: Optional[int] = None) -> None:
+def _report(run_dir: Path, tsne_points: int | str, data_dir: Optional[Path], workers: Optional[int] = None,
+            analyse: Optional[list[str]] = None) -> None:
     from mnist_study.report.build import build_report
 
-    path = build_report(run_dir, tsne_points=tsne_points, data_dir=data_dir, workers=workers)
+    path = build_report(run_dir, tsne_points=tsne_points, data_dir=data_dir, workers=workers, analyse=analyse)
     console.print(f"Report: [bold]{path}[/]")
 
 
@@ -319,6 +320,9 @@ def report(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Processes for the per-experiment "
                                           "analyses. Default: one per core; 0 = in this process."),
+    analyse: Optional[list[str]] = typer.Option(None, "--analyse", help="Look inside this experiment's networks "
+                                                "(repeatable). Default: the study's `analyse`, else all of a small "
+                                                "study, else a sweep's 3 best on validation."),
 ) -> None:
     """(Re)build RUN_DIR/report.html from the saved results, without retraining."""
     from mnist_study.results import load_run
@@ -328,7 +332,7 @@ def report(
         points = parse_tsne_points(tsne_points)
         load_run(run_dir)  # a folder that is not a run (or is damaged) is named before a lock file is made
         with run_lock(run_dir, " ".join(["mnist-study", *sys.argv[1:]])):
-            _report(run_dir, points, data_dir, workers)
+            _report(run_dir, points, data_dir, workers, analyse)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]: {run_dir}/report.html is as it was; build it again with "
                   f"[bold]mnist-study report {run_dir}[/]", soft_wrap=True)

@@ -92,3 +92,14 @@ def test_the_report_shows_the_sweep(every_option_run):
 def test_the_sweep_report_renders_in_headless_chromium(every_option_run, tmp_path):
     out, _ = every_option_run
     check_report(out / "report.html", tmp_path, min_sweep_images=2)  # a plot per swept field at least
+
+
+def test_the_report_looks_inside_the_experiments_picked(every_option_run):
+    out, _ = every_option_run
+    result = CliRunner().invoke(app, ["report", str(out), "--analyse", "softmax-regression", "--analyse", "fashion",
+                                      "--tsne-points", "300", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert "picked with <code>--analyse</code>" in html and 'id="exp-fashion"' in html
+    typo = CliRunner().invoke(app, ["report", str(out), "--analyse", "fashon"])
+    assert typo.exit_code == 2 and "no such experiment" in typo.output

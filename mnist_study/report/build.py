@@ -123,14 +123,20 @@ def mean_validation(run: RunResults, name: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def choose_analysed(run: RunResults, done: list[str]) -> tuple[list[str], str]:
+def choose_analysed(run: RunResults, done: list[str], picked: list[str] | None = None) -> tuple[list[str], str]:
     """The finished experiments whose networks the report looks inside, and how they were chosen.
 
-    Those the study names in `analyse`; else every one, for a study without sweeps of at most
+    Those `picked` (the report's --analyse); else those the study names in `analyse`; else every one, for a study without sweeps of at most
     ANALYSE_ALL_UP_TO experiments; else the ANALYSE_BEST with the best mean validation accuracy
     (never the test set's, which the analyses would then flatter), best first.
     """
     study = run.study
+    if picked:
+        unknown = [n for n in picked if n not in {e.name for e in study.experiments}]
+        if unknown:
+            raise OptionError(f"--analyse {unknown[0]!r}: no such experiment in {study.name!r}; "
+                              f"`mnist-study show {run.path} --all` lists them")
+        return [n for n in picked if n in set(done)], "picked with <code>--analyse</code>"
     if study.analyse:
         names = [n for n in study.analyse if n in set(done)]
         return names, "named in the study's <code>analyse</code> list"
@@ -204,7 +210,8 @@ def _render(context: dict) -> str:
 
 
 def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_000,
-                 data_dir: str | Path | None = None, progress: bool = True, workers: int | None = None) -> Path:
+                 data_dir: str | Path | None = None, progress: bool = True, workers: int | None = None,
+                 analyse: list[str] | None = None) -> Path:
     """Write RUN_DIR/report.html (atomically) from a run's saved results; return its path.
 
     Parameters
@@ -216,6 +223,8 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
     progress : show a progress bar over the analyses (on the terminal).
     workers : processes for the per-experiment analyses; by default one per core (at most one per
         experiment); 0 or 1 does everything in this process.
+    analyse : the experiments to look inside (confusion, curves, hidden nodes, t-SNE); by default the
+        study's `analyse`, else all of a small study without sweeps, else the few best on validation.
 
     Per-experiment figures use each experiment's first seed, and are drawn for the experiments
     `choose_analysed` picks (all of a small study without sweeps; else those the study's `analyse`
@@ -231,7 +240,7 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
     done = [e for e in run.experiments if run.results(e.name)]
     if not done:
         raise RunError(f"{run.path} has no finished experiment yet; run or resume it first")
-    names, chosen_how = choose_analysed(run, [e.name for e in done])
+    names, chosen_how = choose_analysed(run, [e.name for e in done], analyse)
     # A note's `pattern:<experiment>` needs that network's patterns: its experiment is analysed too.
     finished = {e.name for e in done}
     names += [n for n in notes.pattern_experiments(run.study) if n in finished and n not in names]
