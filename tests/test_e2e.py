@@ -40,7 +40,7 @@ def test_resume_refuses_other_data(tmp_path, real_mnist, tiny_data, tiny_study):
 
     out = run_study(tiny_study, seeds=[0], device="cpu", data_dir=tiny_data, out=tmp_path / "r", workers=0,
                     progress=False)
-    with pytest.raises(RunError, match="other data"):
+    with pytest.raises(RunError, match="other mnist data"):
         resume_run(out, data_dir=real_mnist, workers=0, progress=False)
 
 

@@ -8,6 +8,8 @@ and every optimiser to torch.optim; the paper's configs keep their own paths (te
 import math
 
 import numpy as np
+import json
+
 import pytest
 import torch
 
@@ -475,12 +477,28 @@ def test_files_without_metadata_are_paper_networks_and_others_are_named(tmp_path
     old = MLP.load(tmp_path / "old.safetensors")
     assert old.activation == "relu" and old.layers == (5,)
     deep = {k: v for k, v in init_network(20, (5, 4), 0).items() if k != "hidden2.kernel"}
-    save_file(deep, str(tmp_path / "deep.safetensors"), metadata={"layers": "5,4", "activation": "tanh"})
+    save_file(deep, str(tmp_path / "deep.safetensors"),
+              metadata={"mnist_study": json.dumps({"layers": "5,4", "activation": "tanh"})})
     with pytest.raises(RunError, match="not a saved network: it lacks hidden2.kernel"):
         MLP.load(tmp_path / "deep.safetensors")
     save_file({"weights": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(RunError, match="lacks hidden.kernel, hidden.bias, output.kernel, output.bias"):
         MLP.load(tmp_path / "other.safetensors")
+    save_file(paper, str(tmp_path / "garbled.safetensors"), metadata={"mnist_study": "{not json"})
+    with pytest.raises(RunError, match="its metadata is not valid"):
+        MLP.load(tmp_path / "garbled.safetensors")
+
+
+def test_a_saved_network_is_the_same_bytes_in_every_process(tmp_path):
+    """safetensors orders several metadata keys differently from process to process: there is one."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mnist_study.training.model import MLP; from mnist_study.training.network import "
+            "init_network; MLP(init_network(6, (4, 3), 0), 'tanh').save(sys.argv[1])")
+    for name in ("a", "b", "c"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == (tmp_path / "c").read_bytes()
 
 
 def test_evaluate_reports_the_trained_loss_and_the_scoped_penalty():

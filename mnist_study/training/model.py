@@ -17,6 +17,7 @@ step and the compiled epoch in trainer.py are the paper's "mlp"'s; general.py tr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ from mnist_study.training.network import (STANDARDIZE_NAMES, depth_of, find_acti
 from mnist_study.training.network import forward as network_forward
 
 PARAM_NAMES = ("hidden.kernel", "hidden.bias", "output.kernel", "output.bias")
-FORMAT = "mnist_study.mlp/1"  # the safetensors metadata "format" of a saved MLP
+FORMAT = "mnist_study.mlp/1"  # the "format" in a saved MLP's metadata
+METADATA_KEY = "mnist_study"  # the one safetensors metadata key, holding JSON
 
 __all__ = ["MLP", "MODELS", "PARAM_NAMES", "forward", "glorot_uniform", "init_network", "init_params", "model_class",
            "stack_params", "unstack_params"]
@@ -134,8 +136,11 @@ class MLP:
         return self.predict_proba(x).argmax(axis=1)
 
     def metadata(self) -> dict[str, str]:
-        """What the tensors alone do not say, saved as safetensors string metadata."""
-        return {"format": FORMAT, "activation": self.activation, "layers": ",".join(map(str, self.layers))}
+        """What the tensors alone do not say, saved as safetensors string metadata: one key holding
+        sorted JSON, because safetensors writes several keys in an order that varies between
+        processes, and the same network must give the same bytes wherever it was trained."""
+        described = {"format": FORMAT, "activation": self.activation, "layers": ",".join(map(str, self.layers))}
+        return {METADATA_KEY: json.dumps(described, sort_keys=True)}
 
     def save(self, path: str | Path) -> None:
         from mnist_study.files import atomic_path
@@ -148,7 +153,7 @@ class MLP:
         """A saved network. A file without metadata is the paper's (one ReLU layer), as saved before
         networks carried it."""
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+            metadata = _described(f.metadata() or {}, path)
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         if "layers" in metadata:
             layers = [w for w in metadata["layers"].split(",") if w]
@@ -165,6 +170,20 @@ class MLP:
         except ValueError as error:
             raise RunError(f"{path} is not a network this version can run: {error}") from None
         return cls(tensors, name)
+
+
+def _described(metadata: dict[str, str], path) -> dict[str, str]:
+    """A saved network's description from its safetensors metadata ({} for the paper's older files)."""
+    if METADATA_KEY not in metadata:
+        return {}
+    try:
+        described = json.loads(metadata[METADATA_KEY])
+    except ValueError:
+        described = None
+    if not isinstance(described, dict):
+        raise RunError(f"{path} is not a saved network: its metadata is not valid; delete its seed folder and "
+                       f"finish the run with `mnist-study run --resume RUN_DIR`")
+    return {str(k): str(v) for k, v in described.items()}
 
 
 MODELS: dict[str, type] = {"mlp": MLP}
