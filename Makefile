@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # PyTorch comes first, pinned: an open-ended requirement with no torch installed pulls a large CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run test test-fast test-faults test-sweep soak bench clean
+.PHONY: setup run test test-fast test-ray test-faults test-sweep soak bench clean
 
 $(BIN)/mnist-study: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ test: setup           ## the whole test suite (browser tests need chromium + chr
 	$(BIN)/python -m pytest -q
 
 test-fast: setup      ## skip the end-to-end and browser tests
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not faults and not soak and not sweep"
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not ray and not faults and not soak and not sweep"
+
+test-ray: setup       ## the Ray executor: a local instance, a 3-node cluster on loopback (also part of `make test`)
+	$(BIN)/python -m pytest -q -m ray
 
 test-faults: setup    ## the fault-injection harness: real runs killed at random moments, resumed, compared
 	$(BIN)/python -m pytest -q -m faults

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from mnist_study.processes import descendants
 from mnist_study.provenance import git_commit, package_versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,25 +197,6 @@ def _status_mib(pid: int | str, field: str) -> float | None:
     return None
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live process below `pid`, from the parent ids in /proc/*/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # the name may hold spaces
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 class MemorySampler:
     """Peak resident memory (MiB) of this process and of the processes it starts, while in a `with`.
 
@@ -236,7 +218,7 @@ class MemorySampler:
     def sample(self) -> None:
         me = os.getpid()
         total = _status_mib(me, "VmRSS") or 0.0
-        for pid in _descendants(me):
+        for pid in descendants(me):
             self.workers_mib = max(self.workers_mib, _status_mib(pid, "VmHWM") or 0.0)
             total += _status_mib(pid, "VmRSS") or 0.0
         self.total_mib = max(self.total_mib, total)

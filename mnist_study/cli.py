@@ -43,6 +43,11 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
+class ExecutorChoice(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 def _fail(error: Exception) -> None:
     from rich.markup import escape
 
@@ -135,12 +140,22 @@ def run(
                                              "Default: sqlite:///<runs folder>/mlruns.db beside the run."),
     mlflow_experiment: Optional[str] = typer.Option(None, "--mlflow-experiment", help="MLflow experiment (implies "
                                                     "--mlflow). Default: the study's name."),
+    executor: ExecutorChoice = typer.Option(ExecutorChoice.local, "--executor", help="local: worker processes on "
+                                            "this machine. ray: tasks on a Ray cluster (pip install "
+                                            "'mnist-study[ray]'); --workers then caps the tasks at once."),
+    address: str = typer.Option("local", "--address", help="With --executor ray: local (a private Ray instance "
+                                "here), auto (the cluster `ray start` joined) or ray://HOST:PORT (Ray Client)."),
+    cpus_per_unit: float = typer.Option(1, "--cpus-per-unit", min=0, help="With --executor ray: CPUs each unit "
+                                        "of work asks for (a front-end fit; an experiment's seeds)."),
+    gpus_per_unit: float = typer.Option(0, "--gpus-per-unit", min=0, help="With --executor ray: the share of a "
+                                        "GPU each unit asks for; 0.25 lets four small networks share one GPU."),
 ) -> None:
     """Train and evaluate every experiment of a study, then print the accuracy table and build the report.
 
-    Results go to runs/<study>-<timestamp>/ and survive interruption: rerun with --resume RUN_DIR.
+    Results go to runs/<study>-<timestamp>/ and survive interruption: rerun with --resume RUN_DIR (on
+    either executor). On a Ray cluster: --executor ray --address auto.
     """
-    from mnist_study.runner import new_run_dir, resume_run, run_study
+    from mnist_study.runner import executor_options, new_run_dir, resume_run, run_study
     from mnist_study.studies import load_study
 
     command = " ".join(["mnist-study", *sys.argv[1:]])
@@ -152,6 +167,9 @@ def run(
             raise OptionError(f"give --seeds N or --seed S (repeatable), not both (got --seeds {seeds} and "
                               f"--seed {' --seed '.join(map(str, seed))})")
         seed_list = list(range(seeds)) if seeds else (list(seed) if seed else None)
+        placement = {"executor": executor.value, "address": address, "cpus_per_unit": cpus_per_unit,
+                     "gpus_per_unit": gpus_per_unit}
+        executor_options(**placement)  # Ray installed, options that fit the executor
         tracked = mlflow or mlflow_uri is not None or mlflow_experiment is not None
         if tracked:
             from mnist_study.tracking import require_mlflow
@@ -163,12 +181,13 @@ def run(
             if study is not None:
                 _check_resumed_study(resume, study)
             run_dir = resume_run(resume, device=device.value, data_dir=data_dir, workers=workers,
-                                 seeds=seed_list, command=command)
+                                 seeds=seed_list, command=command, **placement)
         else:
             chosen = load_study(study or "paper")
             run_dir = out or new_run_dir(chosen)
             run_dir = run_study(chosen, seeds=seed_list or [0], device=device.value, data_dir=data_dir,
-                                out=run_dir, workers=workers, command=command, study_source=study or "paper")
+                                out=run_dir, workers=workers, command=command, study_source=study or "paper",
+                                **placement)
         _show(run_dir, Format.table, per_seed=False, every_row=False)
         if report:
             from mnist_study.runlock import run_lock

@@ -5,18 +5,20 @@
         done = executor.wait([future])        # delivers the workers' events to on_event meanwhile
 
 A task is a small frozen dataclass whose `run(emit)` does the work and returns a typed result;
-`emit(event)` sends a progress event (a plain dict) back to the caller's `on_event`. Two executors
-implement the same interface: `InProcessExecutor` runs each task at once in this process, and
-`ProcessExecutor` runs them in spawned worker processes. A distributed executor fits behind the same
-`submit` / `wait` / `close`.
+`emit(event)` sends a progress event (a plain dict) back to the caller's `on_event`. Three executors
+implement the same interface: `InProcessExecutor` runs each task at once in this process,
+`ProcessExecutor` in spawned worker processes, and `RayExecutor` (executors/ray.py, with the
+optional `ray` extra) on a Ray cluster: `make_executor(kind="ray", address=...)`.
 
 Every task computes with one PyTorch thread, wherever it runs: BLAS sums in a different order with
 more threads, so results would depend on where a task ran, and at these sizes one thread per worker
 is also the fastest (two processes with two threads each on two cores run many times slower).
 The BLAS libraries numpy and SciPy load are limited to one thread per task too when the caller asks
-(`limit_blas=True`, as the report does); a run's tasks leave them alone, because the PCA front-end's
-fit, made with numpy, comes out a few ulps different with one BLAS thread than with several, and
-runs keep the results they have always had.
+(`limit_blas=True`), as runs and the report do: the PCA front-end's fit comes out a few ulps
+different with one BLAS thread than with several, so without the limit a run's PCA results would
+depend on the number of cores of the machine (or Ray node) that fitted it. (Runs recorded before
+runs limited BLAS fitted PCA with the machine's default threads: a rerun of their PCA experiments
+differs in the last bits, and the networks trained on them slightly more.)
 
 Workers never outlive the process that started them: killed with it (`kill -9`, the OOM killer),
 they die within a second instead of writing on into a run directory that another process may be
@@ -270,9 +272,27 @@ class ProcessExecutor(Executor):
                 process.join(5)
 
 
+EXECUTORS = ("local", "ray")  # make_executor's kinds
+
+
 def make_executor(workers: int | None = None, on_event: EventFn | None = None,
-                  environment: dict[str, str] | None = None, limit_blas: bool = False) -> Executor:
-    """Worker processes for workers >= 2 (default: one per core), else this process."""
+                  environment: dict[str, str] | None = None, limit_blas: bool = False, *, kind: str = "local",
+                  **options) -> Executor:
+    """Worker processes for workers >= 2 (default: one per core), else this process.
+
+    kind="ray": a `RayExecutor` (executors/ray.py) with `options` (address, cpus_per_unit,
+    gpus_per_unit, ...); its tasks always run with one BLAS thread, and `environment` is ignored.
+    """
+    if kind == "ray":
+        from mnist_study.executors.ray import RayExecutor  # imports Ray only now: an optional extra
+
+        return RayExecutor(workers=workers, on_event=on_event, **options)
+    if kind != "local":
+        from mnist_study.errors import OptionError
+
+        raise OptionError(f"unknown executor {kind!r}; use one of {', '.join(EXECUTORS)}")
+    if options:
+        raise TypeError(f"the local executor takes no {', '.join(options)}")
     workers = default_workers() if workers is None else workers
     if workers <= 1:
         return InProcessExecutor(on_event, limit_blas)
@@ -285,5 +305,5 @@ def worker_count(requested: int | None, tasks: int) -> int:
     return max(0, min(workers, tasks)) if workers > 1 else workers
 
 
-__all__ = ["EventFn", "Executor", "InProcessExecutor", "ProcessExecutor", "Task", "default_workers",
+__all__ = ["EXECUTORS", "EventFn", "Executor", "InProcessExecutor", "ProcessExecutor", "Task", "default_workers",
            "make_executor", "single_threaded", "worker_count"]

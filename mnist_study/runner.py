@@ -5,9 +5,10 @@
 
 Work is split into tasks (tasks.py) -- fit a front-end, train the missing seeds of an experiment --
 planned in schedule.py and run by an executor (executor.py): worker processes, one thread each, or
-with workers=0 this process. Every result file is written atomically and a seed's metrics.json is
-written last, so an interrupted run loses nothing that finished: `resume_run(run_dir)` does only
-what is missing. Nothing else is lost either way a run can end early:
+with workers=0 this process, or with executor="ray" a Ray cluster (executors/ray.py). Every result
+file is written atomically and a seed's metrics.json is written last, so an interrupted run loses
+nothing that finished: `resume_run(run_dir)` (on any executor) does only what is missing. Nothing
+else is lost either way a run can end early:
 
 - killed (kill -9, the OOM killer, a power cut): its workers die with it, and the temporary files
   of writes cut short are removed when the run is resumed;
@@ -30,7 +31,7 @@ import torch
 
 from mnist_study.data.sources import Dataset
 from mnist_study.errors import OptionError, RunError, WriteError
-from mnist_study.executor import EventFn, make_executor
+from mnist_study.executor import EXECUTORS, EventFn, make_executor
 from mnist_study.files import TMP_SUFFIX, make_dir, read_json, remove_partial_writes, write_json
 from mnist_study.provenance import git_commit, package_versions
 from mnist_study.results import is_finished, read_study
@@ -59,6 +60,8 @@ def default_workers(device: torch.device) -> int:
 # ---------------------------------------------------------------- provenance
 
 def _device_name(device: torch.device) -> str:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "cuda (the Ray cluster's GPUs)"
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
@@ -88,7 +91,8 @@ def new_run_dir(study: Study, runs_dir: str | Path = "runs") -> Path:
 def run_study(study: Study | str | Path = "paper", *, seeds: list[int] | int = (0,), device: str = "auto",
               data_dir: str | Path | None = None, out: str | Path | None = None, runs_dir: str | Path = "runs",
               workers: int | None = None, progress: bool = True, on_event: EventFn | None = None,
-              command: str | None = None, study_source: str | None = None) -> Path:
+              command: str | None = None, study_source: str | None = None, executor: str = "local",
+              address: str = "local", cpus_per_unit: float = 1, gpus_per_unit: float = 0) -> Path:
     """Train and evaluate every experiment of `study` for every seed; return the run directory.
 
     `study` is a Study, a built-in study's name or a TOML file's path. `seeds` is a list of seeds or
@@ -96,7 +100,12 @@ def run_study(study: Study | str | Path = "paper", *, seeds: list[int] | int = (
     existing `out` that holds a run of the same study is resumed. Unlike `mnist-study run`, this
     builds no report: call `build_report(run_dir)` for report.html. `study_source` (default: the
     name or path given as `study`) is recorded so that suggested commands name the study as typed.
+    `executor="ray"` runs the tasks on a Ray cluster (executors/ray.py): `address` "local" (a private
+    instance here), "auto" or a cluster's address, each task with `cpus_per_unit` CPUs and
+    `gpus_per_unit` GPUs; `workers` then caps the tasks running at once.
     """
+    choice = {"executor": executor, "address": address, "cpus_per_unit": cpus_per_unit,
+              "gpus_per_unit": gpus_per_unit}
     if not isinstance(study, Study):
         study_source = study_source or str(study)
         study = load_study(study)
@@ -106,10 +115,10 @@ def run_study(study: Study | str | Path = "paper", *, seeds: list[int] | int = (
     run_dir = Path(out) if out is not None else new_run_dir(study, runs_dir)
     if (run_dir / "study.json").is_file():
         return resume_run(run_dir, device=device, data_dir=data_dir, workers=workers, progress=progress,
-                          on_event=on_event, seeds=seeds, expected_study=study, command=command)
+                          on_event=on_event, seeds=seeds, expected_study=study, command=command, **choice)
     if run_dir.exists() and not _only_startup_files(run_dir):
         raise RunError(f"{run_dir} exists and is not a run directory; choose an empty or new --out")
-    setup = _prepare(study, device, data_dir, workers, progress, study_source)  # before any file is written
+    setup = _prepare(study, device, data_dir, workers, progress, study_source, choice)  # before any file is written
     make_dir(run_dir)
     with run_lock(run_dir, command):
         if (run_dir / "study.json").is_file():
@@ -133,22 +142,26 @@ def _only_startup_files(run_dir: Path) -> bool:
 def resume_run(run_dir: str | Path, *, device: str = "auto", data_dir: str | Path | None = None,
                workers: int | None = None, progress: bool = True, on_event: EventFn | None = None,
                seeds: list[int] | None = None, expected_study: Study | None = None,
-               command: str | None = None) -> Path:
+               command: str | None = None, executor: str = "local", address: str = "local",
+               cpus_per_unit: float = 1, gpus_per_unit: float = 0) -> Path:
     """Finish an interrupted run: only the front-ends and seeds that are missing (or damaged) are computed.
 
-    Raises RunInUseError when another process is running or reporting on `run_dir`.
+    On any executor (as run_study's), whichever the run started on. Raises RunInUseError when
+    another process is running or reporting on `run_dir`.
     """
+    choice = {"executor": executor, "address": address, "cpus_per_unit": cpus_per_unit,
+              "gpus_per_unit": gpus_per_unit}
     run_dir = Path(run_dir)
     if not (run_dir / "study.json").is_file():
         raise RunError(f"cannot resume {run_dir}: it has no study.json, so it is not a run directory")
     with run_lock(run_dir, command):
         return _resume_locked(run_dir, device, data_dir, workers, progress, on_event, seeds, expected_study,
-                              command)
+                              command, choice)
 
 
 def _resume_locked(run_dir: Path, device: str, data_dir, workers: int | None, progress: bool,
                    on_event: EventFn | None, seeds: list[int] | None, expected_study: Study | None,
-                   command: str | None) -> Path:
+                   command: str | None, choice: dict) -> Path:
     study = read_study(run_dir)
     if expected_study is not None and study_to_dict(expected_study) != study_to_dict(study):
         raise RunError(f"{run_dir} holds a run of a different study ({study.name}); choose another --out")
@@ -158,7 +171,7 @@ def _resume_locked(run_dir: Path, device: str, data_dir, workers: int | None, pr
     recorded = manifest.get("datasets") or {"mnist": manifest.get("data", {})}  # older runs: MNIST only
     if data_dir is None and recorded.get("mnist", {}).get("source"):
         data_dir = recorded["mnist"]["source"]  # finish on the data the run started with
-    setup = _prepare(study, device, data_dir, workers, progress, manifest.get("study_source"))
+    setup = _prepare(study, device, data_dir, workers, progress, manifest.get("study_source"), choice)
     for name, dataset in setup.datasets.items():
         digests = recorded.get(name, {}).get("digests")
         if digests and digests != dataset.digests:
@@ -173,16 +186,46 @@ class _Setup:
     """What a run needs before its first task, checked before anything is written."""
 
     device: torch.device
-    workers: int
+    workers: int | None  # None: as many as the Ray cluster holds
     datasets: dict[str, Dataset]  # by the name experiments give (`dataset = ...`)
     data_seconds: float
+    executor: dict  # make_executor's options beyond the workers: {} for the local executors
+
+
+def executor_options(executor: str = "local", address: str = "local", cpus_per_unit: float = 1,
+                     gpus_per_unit: float = 0) -> dict:
+    """make_executor's options for the executor a run asked for: {} for the local ones. Checked
+    (Ray installed, resources that make sense) before anything is written."""
+    if executor not in EXECUTORS:
+        raise OptionError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
+    if executor == "local":
+        if (address, cpus_per_unit, gpus_per_unit) != ("local", 1, 0):
+            raise OptionError("--address, --cpus-per-unit and --gpus-per-unit are options of --executor ray")
+        return {}
+    from mnist_study.executors.ray import import_ray
+
+    import_ray()  # says how to install Ray where it is missing
+    if cpus_per_unit < 0 or gpus_per_unit < 0 or cpus_per_unit + gpus_per_unit <= 0:
+        raise OptionError(f"each unit needs some CPUs or GPUs; got --cpus-per-unit {cpus_per_unit} "
+                          f"--gpus-per-unit {gpus_per_unit}")
+    return {"kind": "ray", "address": address, "cpus_per_unit": cpus_per_unit, "gpus_per_unit": gpus_per_unit}
+
+
+def _ray_device(device: str, gpus_per_unit: float) -> torch.device:
+    """The device of units on Ray, which need not be this machine's: CUDA where units get GPUs."""
+    if device == "auto":
+        return torch.device("cuda" if gpus_per_unit > 0 else "cpu")
+    if device.startswith("cuda") and gpus_per_unit <= 0:
+        raise OptionError("--device cuda on Ray needs --gpus-per-unit (the share of a GPU each unit gets)")
+    return torch.device(device) if device.startswith("cuda") else resolve_device(device)
 
 
 def _prepare(study: Study, device: str, data_dir, workers: int | None, progress: bool,
-             source: str | None) -> _Setup:
-    dev = resolve_device(device)
-    if workers is not None and workers < 0:
-        raise OptionError(f"workers must be 0 (this process) or more, got {workers}")
+             source: str | None, choice: dict | None = None) -> _Setup:
+    options = executor_options(**(choice or {}))
+    dev = _ray_device(device, options["gpus_per_unit"]) if options else resolve_device(device)
+    if workers is not None and workers < (1 if options else 0):
+        raise OptionError(f"workers must be {'1' if options else '0 (this process)'} or more, got {workers}")
     t0 = time.perf_counter()
     from mnist_study.data.sources import load_named_dataset
 
@@ -191,7 +234,9 @@ def _prepare(study: Study, device: str, data_dir, workers: int | None, progress:
                                          progress=progress)
                 for name in study.datasets}
     study.check_split_sizes({name: len(d.train_labels) for name, d in datasets.items()}, source)
-    return _Setup(dev, default_workers(dev) if workers is None else workers, datasets, time.perf_counter() - t0)
+    if workers is None and not options:
+        workers = default_workers(dev)
+    return _Setup(dev, workers, datasets, time.perf_counter() - t0, options)
 
 
 def _data_record(dataset: Dataset) -> dict:
@@ -266,7 +311,17 @@ def _execute_plan(run_dir: Path, study: Study, seeds: list[int], setup: _Setup, 
     try:
         if bar:
             bar.start()
-        with make_executor(workers, events) as executor:
+        options = dict(setup.executor)
+        if options:  # Ray: the data loaded here goes to the object store as it is
+            options["datasets"] = {d.source: d for d in setup.datasets.values()}
+        # Every task with one BLAS thread, on every executor: results then do not depend on where it ran.
+        with make_executor(workers, events, limit_blas=True, **options) as executor:
+            if options:
+                manifest["workers"] = executor.workers
+                manifest["executor"] = {key: options[key] for key in ("kind", "address", "cpus_per_unit",
+                                                                      "gpus_per_unit")}
+            else:
+                manifest.pop("executor", None)
             data_dirs = {name: d.source for name, d in setup.datasets.items()}
             stages.update(run_plan(plan, run_dir, data_dirs, str(dev), executor))
         ended = True
