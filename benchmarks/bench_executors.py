@@ -103,10 +103,10 @@ class CpuSampler:
         self._stop = threading.Event()
 
     def sample(self) -> None:
-        from common import _descendants
+        from mnist_study.processes import descendants
 
         tick = os.sysconf("SC_CLK_TCK")
-        for pid in _descendants(os.getpid()):
+        for pid in descendants(os.getpid()):
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()

@@ -121,9 +121,9 @@ def studies(
 
 @app.command(short_help='Train and evaluate a study, then the table and the report.')
 def run(
-    study: Optional[str] = typer.Argument(None, show_default=False, help="A built-in study (paper, "
-                                          "paper-as-printed, quick, width-optimiser) or a TOML study file. "
-                                          "Default: paper."),
+    study: Optional[str] = typer.Argument(None, show_default=False, help="A built-in study (paper, quick, "
+                                          "fashion, ...: `mnist-study studies` lists them) or a TOML study "
+                                          "file. Default: paper."),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, help="Train N seeds of every experiment (seeds 0..N-1)."),
     seed: Optional[list[int]] = typer.Option(None, "--seed", min=0, help="Train this seed (repeatable). Default: 0."),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto uses CUDA when PyTorch sees a GPU."),
