@@ -240,10 +240,16 @@ def _show(run_dir: Path, fmt: Format, per_seed: bool, every_row: bool = True) ->
         from mnist_study.report.sweep import sweep_summary, sweep_tables, sweep_views
 
         views = sweep_views(run)
+    curves = []
+    if run.study.curve:
+        from mnist_study.report.curves import curve_summary, curve_tables, curve_views
+
+        curves = curve_views(run)
     if fmt == Format.json:
         print(json.dumps({"run": str(run_dir), "study": run.study.name, "experiments": [asdict(r) for r in rows],
                           "claims": [asdict(c) for c in claims], "missing": run.missing(),
-                          **({"sweeps": sweep_summary(run, views)["sweeps"]} if views else {})}, indent=2))
+                          **({"sweeps": sweep_summary(run, views)["sweeps"]} if views else {}),
+                          **({"curves": curve_summary(run, curves)["curves"]} if curves else {})}, indent=2))
         return
     shown = rows
     if not every_row and not per_seed and len(rows) > SHOW_ROWS:
@@ -254,6 +260,8 @@ def _show(run_dir: Path, fmt: Format, per_seed: bool, every_row: bool = True) ->
         console.print(f"... and {len(rows) - len(shown)} more experiments: mnist-study show {run_dir} --all",
                       soft_wrap=True)
     for table in sweep_tables(run, views) if views else []:
+        console.print(table)
+    for table in curve_tables(run, curves) if curves else []:
         console.print(table)
     if per_seed:
         for r in rows:
@@ -271,7 +279,7 @@ def _show(run_dir: Path, fmt: Format, per_seed: bool, every_row: bool = True) ->
                       f"finish them with mnist-study run --resume {run_dir}")
 
 
-@app.command(short_help="A run's accuracy table, its sweeps' effects and its claims' verdicts.")
+@app.command(short_help="A run's accuracy table, its sweeps' effects, its curves and its claims' verdicts.")
 def show(
     run_dir: Path = typer.Argument(..., help="A run directory written by `mnist-study run`."),
     format: Format = typer.Option(Format.table, "--format", help="table for people, json for scripts."),
@@ -280,7 +288,8 @@ def show(
                                                         f"{SHOW_ROWS} (default: the 10 best by validation accuracy)."),
 ) -> None:
     """Print a run's accuracy table (mean ± 95% CI over seeds, beside the study's reference figures); for a
-    sweep, each swept field's effect with confidence intervals and the best configuration; the claims' verdicts."""
+    sweep, each swept field's effect with confidence intervals and the best configuration; each curve the study
+    declares, as a table of mean ± half the 95% CI per x; the claims' verdicts."""
     try:
         _show(run_dir, format, per_seed, every_row)
     except USER_ERRORS as e:

@@ -30,6 +30,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from mnist_study.data.splits import SPLITS
@@ -37,6 +38,7 @@ from mnist_study.errors import RunError
 from mnist_study.files import read_json
 from mnist_study.integrity import file_problem, frontend_problem, seed_problem
 from mnist_study.training.model import MLP
+from mnist_study.training.network import count_parameters
 from mnist_study.study import Experiment, Study
 
 
@@ -116,9 +118,19 @@ class SeedResult:
     def model(self) -> MLP:
         return _read(self.path / "model.safetensors", MLP.load, self.run_dir)
 
+    @cached_property
+    def n_parameters(self) -> int:
+        """The network's trained parameters (weights and biases), from model.safetensors' header alone."""
+        return _read(self.path / "model.safetensors", _parameters_in, self.run_dir)
+
     @property
     def run_dir(self) -> Path:
         return self.path.parents[2]  # RUN_DIR/experiments/<name>/seed-<k>
+
+
+def _parameters_in(path: Path) -> int:
+    with safe_open(str(path), framework="numpy") as f:
+        return count_parameters({name: f.get_slice(name).get_shape() for name in f.keys()})
 
 
 @dataclass

@@ -15,12 +15,17 @@
     validation = "last"                # which 5,000 training images are held out: "last" or "first"
     reference = { train = 97.0, validation = 97.3, test = 97.1 }   # optional figures to compare with
 
+A study may also declare [[sweep]] grids, [[claim]]s, [[note]]s and [[curve]]s: figures of metrics
+against a number (`Curve`), e.g. test error against the trained parameters, one line per label-noise
+level. `mnist-study studies --schema` lists every key.
+
 Unknown keys, wrong types and impossible values are errors that name the file, the key and the
 reason, raised before any work starts.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -308,6 +313,83 @@ class Sweep(_Strict):
                                                   "the same for every experiment of the sweep")
 
 
+CURVE_METRICS = tuple(f"{split}_{kind}" for split in ("train", "validation", "test")
+                      for kind in ("error", "accuracy", "loss"))
+PARAMETERS = "parameters"  # a curve's x: the trained parameters of each experiment's network
+
+
+def _numeric_fields() -> tuple[str, ...]:
+    """Experiment fields that hold one number (or none): what a curve may put along x."""
+    found = []
+    for name, field in Experiment.model_fields.items():
+        kinds = set(typing.get_args(field.annotation) or (field.annotation,)) - {type(None)}
+        if kinds and kinds <= {int, float}:
+            found.append(name)
+    return tuple(found)
+
+
+CURVE_X = (PARAMETERS, *_numeric_fields())
+
+
+def _one_or_more(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class Mark(_Strict):
+    """A vertical line on a curve's figure, e.g. { x = 40000, label = "n·K" }."""
+
+    x: float = Field(description="where the line is drawn, in the unit of the curve's x")
+    label: str = Field("", max_length=40, description="its label in the figure")
+
+
+class Curve(_Strict):
+    """A figure of metrics against a number, with 95% intervals over seeds, one line per value of `by`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64,
+                      description="letters, digits, - and _; unique among the study's curves")
+    title: str = Field("", description="the figure's title (default: the metrics against x)")
+    x: str = Field(description="\"parameters\" (each network's trained weights and biases) or a numeric "
+                               "experiment field, e.g. hidden, train_size, label_noise; it need not be swept")
+    y: Annotated[list[Literal[CURVE_METRICS]], BeforeValidator(_one_or_more)] = Field(
+        min_length=1, description="the metrics, one panel each: {train,validation,test}_{error,accuracy,loss}; "
+                                  "error is 100 - accuracy, in percent")
+    by: str | None = Field(None, description="an experiment field: one line per value of it (default: one line)")
+    sweep: str | None = Field(None, description="only the experiments of this [[sweep]] (default: every "
+                                                "experiment of the study)")
+    log_x: bool | None = Field(None, description="a log x axis; default: when the x values are positive and "
+                                                 "span more than a factor of 20")
+    log_y: bool = Field(False, description="a log y axis")
+    marks: list[Mark] = Field([], description="vertical lines, e.g. [{ x = 40000, label = \"n·K\" }]")
+    fit: Literal["power_law"] | None = Field(None, description="\"power_law\": fit y = c·x^(-alpha) to each "
+                                                               "line, alpha with a 95% bootstrap interval over "
+                                                               "seeds; only with one y")
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> "Curve":
+        if self.x not in CURVE_X:
+            raise ValueError(f"x = {self.x!r} is not a number an experiment has{_close(self.x, CURVE_X)}; use "
+                             f"{PARAMETERS!r} or a numeric experiment field: {', '.join(CURVE_X[1:])}")
+        if self.by is not None and self.by not in Experiment.model_fields:
+            raise ValueError(f"by = {self.by!r} is not an experiment field{_close(self.by, Experiment.model_fields)}"
+                             "; give the field whose values make the lines, e.g. label_noise or hidden")
+        if self.by is not None and self.by == self.x:
+            raise ValueError(f"by = {self.by!r} is x too; a line per value of x has one point each")
+        repeated = sorted({m for m in self.y if self.y.count(m) > 1})
+        if repeated:
+            raise ValueError(f"y lists {', '.join(repeated)} more than once")
+        if self.fit is not None and len(self.y) > 1:
+            raise ValueError(f"fit = {self.fit!r} fits one metric, and y lists {len(self.y)} "
+                             f"({', '.join(self.y)}); give one y, or add a second [[curve]] for the fit")
+        return self
+
+
+def _close(word: str, choices) -> str:
+    import difflib
+
+    found = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {found[0]!r}?)" if found else ""
+
+
 class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
                       description="names the run directory, runs/<name>-<timestamp>")
@@ -325,6 +407,7 @@ class Study(_Strict):
                                                "the few best by validation accuracy")
     claim: list[Claim] = Field([], description="statements to test over seeds (see [[claim]])")
     note: list[Note] = Field([], description="notes for the report (see [[note]])")
+    curve: list[Curve] = Field([], description="figures of metrics against a number, over seeds (see [[curve]])")
 
     @model_validator(mode="after")
     def _check_names(self) -> "Study":
@@ -343,6 +426,7 @@ class Study(_Strict):
         for note in self.note:
             for parts in note.exhibits():
                 _check_exhibit(parts, names, note.title)
+        _check_curves(self.curve, [s.name for s in self.sweep])
         return self
 
     def check_split_sizes(self, n_train: int | Mapping[str, int], source: str | None = None) -> None:
@@ -392,6 +476,18 @@ class Study(_Strict):
                 return e
         raise KeyError(f"no experiment {name!r} in study {self.name!r}; it has: "
                        f"{', '.join(e.name for e in self.experiment)}")
+
+
+def _check_curves(curves: list[Curve], sweeps: list[str]) -> None:
+    seen: set[str] = set()
+    repeated = sorted({c.name for c in curves if c.name in seen or seen.add(c.name)})
+    if repeated:
+        raise ValueError(f"curve names must be unique; repeated: {', '.join(repeated)}")
+    for c in curves:
+        if c.sweep is not None and c.sweep not in sweeps:
+            has = f"it has: {', '.join(sweeps)}" if sweeps else "it has none"
+            raise ValueError(f"curve {c.name!r} > sweep: {c.sweep!r} names no [[sweep]] of this study ({has}); "
+                             "name one of them, or leave `sweep` out for every experiment")
 
 
 def _check_exhibit(parts: tuple[str, ...], names: list[str], title: str) -> None:

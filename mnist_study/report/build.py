@@ -11,7 +11,8 @@ How long each analysis took is written to RUN_DIR/report_timings.json.
 
 This module decides what is built where (the per-experiment analyses in worker processes, for
 the networks `choose_analysed` picks) and renders `templates/report.html.j2`; `sections.py` builds
-each section, `notes.py` the study's notes, `sweep.py` the reading of the study's sweeps.
+each section, `notes.py` the study's notes, `sweep.py` the reading of the study's sweeps,
+`curve_figures.py` the curves the study declares.
 """
 
 from __future__ import annotations
@@ -250,7 +251,8 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
     shown_frontends = {e.frontend_key(): e for e in reversed(analysed)}
     shown_by = {e.name for e in shown_frontends.values()}
     drawn_by = shown_by | (notes.figure_experiments(run.study) & finished)
-    steps = StepProgress("report", total=5 + len(names) + len(drawn_by - set(names)), enabled=progress)
+    steps = StepProgress("report", total=5 + bool(run.study.curve) + len(names) + len(drawn_by - set(names)),
+                         enabled=progress)
     workers = worker_count(workers, len(names) + len(drawn_by - set(names)))
     # Every array here is small (at most 60,000 x 784): extra BLAS and torch threads only add
     # wake-up costs, which grow 10-100x when other processes share the cores. t-SNE keeps its own
@@ -263,6 +265,12 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
             data = sections.data_section(datasets[run.study.datasets[0]], run)
         with steps.step("sweeps"):
             sweeps = sections.sweep_section(run)
+        curves = []
+        if run.study.curve:
+            from mnist_study.report.curve_figures import curve_section
+
+            with steps.step("curves"):
+                curves = curve_section(run)
         with steps.step("accuracy table"):
             accuracy = sections.accuracy_section(run, analysed=set(names))
         steps.describe("analyses of each experiment")
@@ -290,7 +298,7 @@ def build_report(run_dir: str | Path, *, tsne_points: int | Literal["all"] = 10_
                 "data": data, "accuracy": accuracy, "experiments": experiments, "hidden": hidden,
                 "patterns": patterns, "frontends": frontends, "claims": claims, "claims_error": claims_error,
                 "notes": study_notes, "repro": sections.reproducibility_section(run), "tsne_points": tsne_points,
-                "timings": {"shared": shared, "experiments": per_experiment}, "sweeps": sweeps,
+                "timings": {"shared": shared, "experiments": per_experiment}, "sweeps": sweeps, "curves": curves,
                 "n_experiments": len(run.experiments), "n_finished": len(done), "chosen_how": chosen_how,
                 "missing_experiments": [e.name for e in run.experiments if e.name not in finished],
             }

@@ -15,8 +15,9 @@ A study may extend another, so that two studies that differ in a few settings sa
     name = "exp10"
     frontend = { kind = "forest_pixels", n_pixels = 70, n_trees = 10 }
 
-Top-level keys (name, description, claim, note, ...) replace the base's; `only = ["exp6", ...]`
-keeps just those inherited experiments (and the base's claims and notes that name no other); an
+Top-level keys (name, description, claim, note, curve, ...) replace the base's; `only = ["exp6", ...]`
+keeps just those inherited experiments (and the base's claims and notes that name no other, and
+its curves but those of a sweep left with no experiment); an
 `[[experiment]]` with a new name is added. The run directory keeps the resolved study, so a run
 never depends on the file it came from.
 
@@ -53,7 +54,7 @@ from mnist_study.stats.checks import CheckSyntaxError, parse_check
 from mnist_study.stats.claims import Claim
 from mnist_study.studies.selectors import NoMatch, Selection, expand_claims
 from mnist_study.studies.sweep import SET_BY_SWEEP, expand_sweeps
-from mnist_study.study import MAX_EXPERIMENTS, Experiment, Note, Reference, Study, Sweep
+from mnist_study.study import MAX_EXPERIMENTS, Curve, Experiment, Mark, Note, Reference, Study, Sweep
 from mnist_study.training.frontends import FRONTENDS
 
 BUILTIN_STUDIES = tuple(sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml")))
@@ -245,6 +246,10 @@ def _resolve(data: dict, source: str, directory: Path, seen: tuple[str, ...]) ->
             merged["claim"] = [c for c in _as_list(base.get("claim", [])) if _names_only(c, kept, selection)]
         if "note" not in child:
             merged["note"] = [n for n in _as_list(base.get("note", [])) if _names_only(n, kept, selection)]
+        if "curve" not in child:  # a curve of a sweep that `only` dropped goes with it
+            left = {s.get("name") for s in merged.get("sweep", []) if isinstance(s, dict)}
+            merged["curve"] = [c for c in _as_list(base.get("curve", []))
+                               if not isinstance(c, dict) or c.get("sweep") is None or c.get("sweep") in left]
     return merged
 
 
@@ -397,6 +402,10 @@ def _known_keys(loc: tuple) -> set[str]:
         return set(Experiment.model_fields)
     if last == "note":
         return set(Note.model_fields)
+    if last == "curve":
+        return set(Curve.model_fields)
+    if last == "marks" and "curve" in parents:
+        return set(Mark.model_fields)
     if "frontend" in parents:
         return {key for cls in FRONTENDS.values() for key in cls.Config.model_fields}
     return set()

@@ -19,11 +19,12 @@ from pydantic_core import PydanticUndefined
 from mnist_study.stats import checks
 from mnist_study.stats.claims import Claim
 from mnist_study.studies.sweep import PREFIXES
-from mnist_study.study import LARGE_SWEEP, Experiment, Note, Reference, Study, Sweep
+from mnist_study.study import LARGE_SWEEP, Curve, Experiment, Mark, Note, Reference, Study, Sweep
 from mnist_study.training.frontends import FRONTENDS
 
 _LABELS = {Study: "top level", Experiment: "[[experiment]]", Reference: "reference = { ... }",
-           Note: "[[note]]", Claim: "[[claim]]", Sweep: "[[sweep]]"}
+           Note: "[[note]]", Claim: "[[claim]]", Sweep: "[[sweep]]", Curve: "[[curve]]",
+           Mark: "marks = [{ ... }] of a [[curve]]"}
 
 SWEEP_EXAMPLE = """\
 [[sweep]]
@@ -51,11 +52,30 @@ SWEEP_TEXT = [
      "(see \"Claim checks\" below)."),
 ]
 
+CURVE_EXAMPLE = """\
+[[curve]]
+name = "double-descent"
+x = "parameters"                            # or a numeric experiment field: hidden, train_size, ...
+y = ["test_error", "train_error", "test_loss"]
+by = "label_noise"                          # optional: one line per value
+sweep = "double-descent"                    # optional: only this sweep's experiments
+marks = [{ x = 40000, label = "n·K" }]      # optional: vertical lines"""
+
+CURVE_TEXT = [
+    ("draws each metric against x in a panel of its own: per x and line, the mean over seeds with its 95% "
+     "interval (Student t; several experiments of one seed at the same point are averaged first). Diverged "
+     "networks are left out and counted; experiments whose x is not set (train_size left out, say) are left "
+     "out. `fit = \"power_law\"` fits log y on log x by least squares over the per-x means, per line, and "
+     "gives alpha a 95% bootstrap interval over seeds (resampled jointly across x); points whose mean or x is "
+     "0 or less are left out of the fit and counted. The `show` command prints each curve as a table; the "
+     "report draws it in its \"Curves\" section."),
+]
+
 
 EXTENDING = [
     ("extends", "string", "—", "a built-in study, or a TOML file relative to this one, to start from"),
     ("only", "list of names", "—", "keep just these of the base's experiments (and its claims and notes "
-                                   "that name no other)"),
+                                   "that name no other, and its curves but those of a dropped sweep)"),
     ("[every_experiment]", "table", "—", "experiment keys set in every inherited experiment (in swept ones too, "
                                          "but not the fields their sweep varies); in a study that extends none, "
                                          "the default of its own experiments and sweeps (e.g. dataset)"),
@@ -83,7 +103,7 @@ def _type_name(annotation) -> str:
     if annotation is typing.Any:
         return "any value"
     if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
-        return "table" if annotation not in (Reference,) else "inline table"
+        return "table" if annotation not in (Reference, Mark) else "inline table"
     return {str: "string", int: "integer", float: "number", bool: "true | false"}.get(annotation, "front-end")
 
 
@@ -137,6 +157,12 @@ def schema_text() -> str:
     parts.append("")
     for model in (Claim, Note):
         parts += _table(model, _LABELS[model]) + [""]
+    for model in (Curve, Mark):
+        parts += _table(model, _LABELS[model]) + [""]
+    parts += [textwrap.indent(CURVE_EXAMPLE, "    "), ""]
+    for paragraph in CURVE_TEXT:
+        parts += textwrap.wrap(paragraph, 96, initial_indent="  ", subsequent_indent="  ")
+    parts.append("")
     parts.append("Extending another study")
     for key, kind, default, meaning in EXTENDING:
         parts.append(f"  {key}: {kind}")

@@ -19,6 +19,7 @@ general.py: the same aten kernels autograd calls, so that the two agree to the l
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -46,6 +47,16 @@ def param_names(depth: int) -> tuple[str, ...]:
     return tuple(f"{layer}.{part}" for layer in layer_names(depth) for part in ("kernel", "bias"))
 
 
+def count_parameters(shapes: Mapping[str, Sequence[int]]) -> int:
+    """The trained parameters of one network (no seed axis): every kernel and bias, from the first
+    hidden layer to the output, given each tensor's shape by name. The standardisation buffers
+    input.mean and input.scale are fitted to the data, not trained, and are not counted.
+
+    784 inputs -> 130 -> 10 has 784 * 130 + 130 + 130 * 10 + 10 = 103,360.
+    """
+    return sum(math.prod(shapes[name]) for name in param_names(depth_of(shapes)))
+
+
 def penalised_kernels(depth: int, scope: str) -> tuple[str, ...]:
     """The kernels the L2 penalty covers: "hidden" the hidden layers' (none at depth 0), "all" every one."""
     if scope not in ("hidden", "all"):
@@ -54,7 +65,7 @@ def penalised_kernels(depth: int, scope: str) -> tuple[str, ...]:
     return tuple(f"{layer}.kernel" for layer in layers)
 
 
-def depth_of(params: dict[str, torch.Tensor]) -> int:
+def depth_of(params: Mapping[str, object]) -> int:
     """How many hidden layers the parameters describe (hidden, hidden2, ... present in order)."""
     depth = 0
     while depth < len(HIDDEN_LAYERS) and f"{HIDDEN_LAYERS[depth]}.kernel" in params:
