@@ -28,15 +28,14 @@ fit and counted.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mnist_study.stats import sweep
 from mnist_study.stats.inference import Summary, summarize
-from mnist_study.stats.sweep import level_key
 
 N_RESAMPLES = 2000
 RESAMPLE_SEED = 0
@@ -144,31 +143,15 @@ def lines(records: Sequence[Record], levels: Sequence[Any] | None = None, confid
     levels : the lines' values in the order wanted (default: as first seen); a value without any
         network is listed with empty points.
     """
+    # A point is a cell of (line, x), summarised over seeds exactly as a sweep's cells are.
+    as_cells = [sweep.Record("", {"line": r.line, "x": float(r.x)}, r.seed, r.y, r.diverged) for r in records]
     if levels is None:
-        seen: dict[Hashable, Any] = {}
-        for r in records:
-            seen.setdefault(level_key(r.line), r.line)
-        levels = list(seen.values())
+        levels = sweep.levels_of(as_cells, "line")
     xs = sorted({float(r.x) for r in records})
-    values: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    diverged: dict[tuple, int] = defaultdict(int)
-    for r in records:
-        key = (level_key(r.line), float(r.x))
-        if r.usable:
-            values[key][r.seed].append(float(r.y))
-        else:
-            diverged[key] += 1
-    out = []
-    for level in levels:
-        points = []
-        for x in xs:
-            key = (level_key(level), x)
-            found = values.get(key, {})
-            per_seed = {seed: sum(v) / len(v) for seed, v in sorted(found.items())}
-            points.append(Point(x, summarize(list(per_seed.values()), confidence), per_seed,
-                                sum(len(v) for v in found.values()), diverged.get(key, 0)))
-        out.append(Line(level, points))
-    return out
+    grid = sweep.cells(as_cells, ["line", "x"], [list(levels), xs], confidence)  # line by line, x fastest
+    return [Line(level, [Point(c.levels[1], c.summary, c.per_seed, c.n_networks, c.n_diverged)
+                         for c in grid[i * len(xs):(i + 1) * len(xs)]])
+            for i, level in enumerate(levels)]
 
 
 # --------------------------------------------------------------------------------------- power law
