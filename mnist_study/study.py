@@ -36,6 +36,7 @@ from mnist_study.errors import StudyError
 from mnist_study.training.frontends import FrontendConfigBase, RawPixelsConfig, parse_frontend_config
 from mnist_study.training.config import (ACTIVATIONS, INITS, KEEPS, L2_SCOPES, LOSSES, MAX_HIDDEN_LAYERS, MONITORS,
                                          SCHEDULES, TrainConfig)
+from mnist_study.training.conv import MAX_CONV_LAYERS
 
 OPTIMIZER_KINDS = ("rmsprop", "sgd", "adam", "adamw")
 
@@ -106,6 +107,11 @@ class Experiment(_Strict):
     layers: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(
         None, max_length=MAX_HIDDEN_LAYERS, description=f"hidden-layer widths, 0 to {MAX_HIDDEN_LAYERS} of "
                                                         "them ([] is softmax regression)")
+    conv: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        [], max_length=MAX_CONV_LAYERS, description=f"a convolutional network: the channels of 1 to "
+                                                    f"{MAX_CONV_LAYERS} convolution layers (each k x k, ReLU, 2 x 2 "
+                                                    "max pooling) before the hidden layers; raw pixels only")
+    kernel_size: int = Field(5, ge=1, le=9, description="with conv: the convolutions' k (odd)")
     activation: Literal[ACTIVATIONS] = Field("relu", description="of every hidden layer")
     dropout: float | list[float] = Field(0.0, description="rate of hidden units dropped in training: one for "
                                                           "every hidden layer, or one per layer")
@@ -168,6 +174,13 @@ class Experiment(_Strict):
         if (self.hidden is None) == (self.layers is None):
             raise ValueError("give the hidden layers as `hidden = WIDTH` or as `layers = [WIDTH, ...]`"
                              + (", not both" if self.hidden is not None else ""))
+        if self.conv:
+            if self.frontend.kind != "raw":
+                raise ValueError(f"a convolutional network (conv = {self.conv}) sees the image itself: use "
+                                 f"frontend = {{ kind = \"raw\" }}, not {self.frontend.kind!r}")
+            if self.kernel_size % 2 == 0:
+                raise ValueError(f"kernel_size = {self.kernel_size}: it must be odd (3, 5, 7, 9) so that the "
+                                 "convolutions keep the image's size")
         if isinstance(self.dropout, list) and len(self.dropout) != len(self.widths):
             raise ValueError(f"dropout lists {len(self.dropout)} rates for {len(self.widths)} hidden layers; "
                              "give one per layer, or one number for all")
@@ -198,8 +211,9 @@ class Experiment(_Strict):
 
     @property
     def shape_text(self) -> str:
-        """The hidden widths as tables print them: "130", "100-100", "0"."""
-        return "-".join(map(str, self.widths)) or "0"
+        """The hidden widths as tables print them: "130", "100-100", "0"; "conv16-32/128" for a CNN."""
+        dense = "-".join(map(str, self.widths)) or "0"
+        return f"conv{'-'.join(map(str, self.conv))}/{dense}" if self.conv else dense
 
     @property
     def dropout_rates(self) -> tuple[float, ...]:
@@ -240,7 +254,8 @@ class Experiment(_Strict):
             keep=self.kept_weights, batch_size=self.batch_size, optimizer=self.optimizer_config(),
             schedule=ScheduleConfig(kind=self.schedule, warmup_epochs=self.warmup_epochs,
                                     step_every=self.step_every, step_factor=self.step_factor),
-            loss=self.loss, label_smoothing=self.label_smoothing)
+            loss=self.loss, label_smoothing=self.label_smoothing, model="cnn" if self.conv else "mlp",
+            conv=tuple(self.conv), kernel_size=self.kernel_size)
 
     def split_args(self) -> dict:
         """Keyword arguments of data.splits.make_splits for this experiment's images and labels."""

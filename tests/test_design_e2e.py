@@ -44,6 +44,9 @@ def test_every_option_trains_and_is_recorded(every_option_run):
     assert (deep.layers, deep.activation) == ((32, 16), "tanh") and "input.mean" in deep.params
     flat = MLP.load(out / "experiments" / "softmax-regression" / "seed-0" / "model.safetensors")
     assert flat.depth == 0 and flat.n_inputs == 70  # softmax regression on the forest's 70 pixels
+    cnn = MLP.load(out / "experiments" / "cnn" / "seed-0" / "model.safetensors")
+    assert (cnn.conv, cnn.layers, cnn.n_inputs) == ((4, 8), (16,), 784)
+    assert cnn.params["conv2.kernel"].shape == (8, 4, 3, 3)
 
     # label noise: exactly 20% of the 2,000 training labels replaced, each by another class, recorded
     split = load_file(out / "experiments" / "sgd-squared-noisy" / "split.safetensors")

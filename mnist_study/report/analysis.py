@@ -21,7 +21,7 @@ import torch
 from mnist_study.data.digits import IMAGE_SIDE, N_PIXELS
 from mnist_study.executor import single_threaded
 from mnist_study.training.model import MLP
-from mnist_study.training.network import standardize
+from mnist_study.training.network import first_pre_activation
 
 
 
@@ -147,9 +147,8 @@ def activation_maximization(model: MLP, transform=None, *, sample: np.ndarray | 
 
 def _ascend(model: MLP, op: Callable, nodes: np.ndarray, steps: int, learning_rate: float, l2: float,
             tv: float, seed: int) -> NodePatterns:
-    # The first hidden layer's kernel (D, H) and bias (1, H): the ascent climbs its pre-activation,
-    # whatever the layers after it (every activation offered rises with it, GELU's above -0.75).
-    w1, b1 = model.params["hidden.kernel"], model.params["hidden.bias"]
+    # The ascent climbs the first hidden layer's pre-activation, whatever the layers after it (every
+    # activation offered rises with it, GELU's above -0.75).
     generator = torch.Generator().manual_seed(seed)
     x0 = 0.5 + 0.05 * torch.randn(len(nodes), N_PIXELS, generator=generator)
     x = x0.clamp(0, 1).requires_grad_(True)
@@ -157,10 +156,10 @@ def _ascend(model: MLP, op: Callable, nodes: np.ndarray, steps: int, learning_ra
     rows = torch.arange(len(nodes))
 
     def pre_activation(images: torch.Tensor) -> torch.Tensor:
-        # standardize: the network's own input scaling, where it was trained with one
-        return (standardize(model.params, op(images)) @ w1 + b1)[rows, node_index]  # (K,)
+        # through the network's own input scaling and convolutions, where it has them
+        return first_pre_activation(model.params, op(images))[rows, node_index]  # (K,)
 
-    # Gain per unit pixel change at the start: for the linear front-ends here this is exact.
+    # Gain per unit pixel change at the start: exact for the linear front-ends, the slope at x0 for a CNN.
     (grad,) = torch.autograd.grad(pre_activation(x).sum(), x)
     scale = grad.abs().mean(1).clamp_min(1e-12).detach()
 

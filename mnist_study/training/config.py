@@ -18,6 +18,7 @@ SCHEDULES = ("constant", "step", "cosine")
 MONITORS = ("val_accuracy", "val_loss")
 KEEPS = ("best_val_loss", "best_val_accuracy", "final")
 L2_SCOPES = ("hidden", "all")
+MODEL_KINDS = ("mlp", "cnn")
 MAX_HIDDEN_LAYERS = 4
 
 
@@ -92,7 +93,9 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: str = "cross_entropy"            # or "squared_error": on the outputs against one-hot targets
     label_smoothing: float = 0.0
-    model: str = "mlp"                     # a name in model.MODELS
+    model: str = "mlp"                     # a name in model.MODELS: "mlp", or "cnn" (needs conv)
+    conv: tuple[int, ...] = ()             # "cnn": each convolution layer's channels (conv.py)
+    kernel_size: int = 5                   # "cnn": the convolutions' k x k
 
     def __post_init__(self):
         if self.layers is None:
@@ -103,6 +106,7 @@ class TrainConfig:
             object.__setattr__(self, "layers", tuple(self.layers))
             object.__setattr__(self, "hidden", self.layers[0] if self.layers else None)
         object.__setattr__(self, "dropout", tuple(self.dropout))
+        object.__setattr__(self, "conv", tuple(self.conv))
 
     @property
     def is_paper_family(self) -> bool:
@@ -117,7 +121,7 @@ class TrainConfig:
     def paper_differences(self) -> list[str]:
         """How this config leaves the paper's family, in words (empty when `is_paper_family`)."""
         differences = [
-            (self.model != "mlp", f"model {self.model!r}"),
+            (self.model != "mlp", f"model {self.model!r}" + (f" (convolutions {list(self.conv)})" if self.conv else "")),
             (len(self.layers) != 1, f"{len(self.layers)} hidden layers"),
             (self.activation != "relu", f"activation {self.activation!r}"),
             (any(self.dropout), f"dropout {self.dropout}"),
@@ -139,6 +143,16 @@ class TrainConfig:
         check(len(self.layers) <= MAX_HIDDEN_LAYERS and all(isinstance(w, int) and w >= 1 for w in self.layers),
               "layers", f"0 to {MAX_HIDDEN_LAYERS} positive widths")
         check(self.activation in ACTIVATIONS, "activation", f"one of {', '.join(ACTIVATIONS)}")
+        check(self.model in MODEL_KINDS, "model", f"one of {', '.join(MODEL_KINDS)}")
+        check((self.model == "cnn") == bool(self.conv), "conv",
+              "channels for every convolution layer with model 'cnn', and none with 'mlp'")
+        if self.conv:
+            from mnist_study.training.conv import check_stem
+
+            try:
+                check_stem(self.conv, self.kernel_size)
+            except ValueError as error:
+                raise ValueError(f"TrainConfig.conv = {self.conv!r}, kernel_size = {self.kernel_size}: {error}") from None
         check(len(self.dropout) in (0, len(self.layers)) and all(0.0 <= p < 1.0 for p in self.dropout),
               "dropout", f"no rates or one per hidden layer ({len(self.layers)}), each in [0, 1)")
         check(self.init in INITS, "init", f"one of {', '.join(INITS)}")

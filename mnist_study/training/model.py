@@ -27,8 +27,9 @@ from safetensors.torch import save_file
 
 from mnist_study.data.digits import N_CLASSES
 from mnist_study.errors import RunError
+from mnist_study.training.conv import conv_channels, conv_names
 from mnist_study.training.network import (STANDARDIZE_NAMES, depth_of, find_activation, glorot_uniform, init_network,
-                                          param_names)
+                                          n_inputs_of, param_names, trained_names)
 from mnist_study.training.network import forward as network_forward
 
 PARAM_NAMES = ("hidden.kernel", "hidden.bias", "output.kernel", "output.bias")
@@ -74,7 +75,8 @@ class MLP:
     """A trained network of any depth, for inference: numpy in, numpy out.
 
     Built from its parameters (network.py's names; input.mean and input.scale, where present,
-    standardise the inputs first) and its hidden layers' activation.
+    standardise the inputs first; conv1 ..., where present, are a convolutional stem before the
+    Dense layers: the "cnn" model is this class too) and its hidden layers' activation.
     """
 
     param_names = PARAM_NAMES
@@ -83,7 +85,7 @@ class MLP:
 
     def __init__(self, params: dict[str, torch.Tensor], activation: str = "relu"):
         find_activation(activation)  # a known one, or ValueError
-        names = param_names(depth_of(params)) + tuple(n for n in STANDARDIZE_NAMES if n in params)
+        names = trained_names(params) + tuple(n for n in STANDARDIZE_NAMES if n in params)
         self.params = {name: params[name].detach().cpu().float() for name in names}
         self.activation = activation
 
@@ -98,8 +100,13 @@ class MLP:
         return tuple(self.params[name].shape[1] for name in param_names(self.depth)[:-2:2])
 
     @property
+    def conv(self) -> tuple[int, ...]:
+        """The convolution layers' channels, from the input; () for a Dense-only network."""
+        return conv_channels(self.params)
+
+    @property
     def n_inputs(self) -> int:
-        return self.params[param_names(self.depth)[0]].shape[0]
+        return n_inputs_of(self.params)
 
     @property
     def hidden_width(self) -> int:
@@ -140,6 +147,8 @@ class MLP:
         sorted JSON, because safetensors writes several keys in an order that varies between
         processes, and the same network must give the same bytes wherever it was trained."""
         described = {"format": FORMAT, "activation": self.activation, "layers": ",".join(map(str, self.layers))}
+        if self.conv:
+            described["conv"] = ",".join(map(str, self.conv))
         return {METADATA_KEY: json.dumps(described, sort_keys=True)}
 
     def save(self, path: str | Path) -> None:
@@ -157,7 +166,8 @@ class MLP:
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         if "layers" in metadata:
             layers = [w for w in metadata["layers"].split(",") if w]
-            required = param_names(len(layers))
+            convolutions = [c for c in metadata.get("conv", "").split(",") if c]
+            required = conv_names(len(convolutions)) + param_names(len(layers))
         else:
             required = PARAM_NAMES
         missing = [name for name in required if name not in tensors]
@@ -186,7 +196,8 @@ def _described(metadata: dict[str, str], path) -> dict[str, str]:
     return {str(k): str(v) for k, v in described.items()}
 
 
-MODELS: dict[str, type] = {"mlp": MLP}
+# A convolutional network is its stem and then an MLP: one class runs both.
+MODELS: dict[str, type] = {"mlp": MLP, "cnn": MLP}
 
 
 def model_class(name: str) -> type:

@@ -9,7 +9,8 @@ S networks is the same dict with a leading seed axis. Layer by layer from the in
 
 A network of depth 0 has only the output layer (multinomial logistic regression). Optionally,
 "input.mean" and "input.scale" (1, D), not trained, standardise the inputs first: the network
-computes (x - mean) / scale before its first layer.
+computes (x - mean) / scale before its first layer. A convolutional network ("cnn") has conv1 ...
+in front of the Dense layers (conv.py): its first Dense layer sees the stem's features.
 
 Initialisers (INITIALIZERS) are Keras' definitions; biases start at zero. Activations
 (ACTIVATIONS) pair the function with its derivative, for the hand-written backward pass in
@@ -25,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from mnist_study.training import conv
 from mnist_study.training.config import ACTIVATIONS as ACTIVATION_NAMES
 from mnist_study.training.config import INITS, MAX_HIDDEN_LAYERS
 
@@ -47,14 +49,28 @@ def param_names(depth: int) -> tuple[str, ...]:
     return tuple(f"{layer}.{part}" for layer in layer_names(depth) for part in ("kernel", "bias"))
 
 
+def trained_names(params: Mapping[str, object]) -> tuple[str, ...]:
+    """Every trained parameter a network's dict holds, from the input: its convolutions (if any),
+    then its Dense layers; not the standardisation buffers."""
+    return conv.conv_names(conv.conv_depth(params)) + param_names(depth_of(params))
+
+
 def count_parameters(shapes: Mapping[str, Sequence[int]]) -> int:
     """The trained parameters of one network (no seed axis): every kernel and bias, from the first
-    hidden layer to the output, given each tensor's shape by name. The standardisation buffers
-    input.mean and input.scale are fitted to the data, not trained, and are not counted.
+    convolution or hidden layer to the output, given each tensor's shape by name. The
+    standardisation buffers input.mean and input.scale are fitted to the data, not trained, and
+    are not counted.
 
     784 inputs -> 130 -> 10 has 784 * 130 + 130 + 130 * 10 + 10 = 103,360.
     """
-    return sum(math.prod(shapes[name]) for name in param_names(depth_of(shapes)))
+    return sum(math.prod(shapes[name]) for name in trained_names(shapes))
+
+
+def n_inputs_of(params: Mapping[str, torch.Tensor]) -> int:
+    """The inputs a network takes: 784 pixels for a convolutional one, else its first kernel's rows."""
+    if conv.conv_depth(params):
+        return conv.N_PIXELS
+    return int(params[param_names(depth_of(params))[0]].shape[-2])
 
 
 def penalised_kernels(depth: int, scope: str) -> tuple[str, ...]:
@@ -129,16 +145,22 @@ assert tuple(INITIALIZERS) == INITS
 
 
 def init_network(n_inputs: int, layers: tuple[int, ...] | list[int], seed: int, init: str = "glorot_uniform",
-                 n_classes: int = N_CLASSES) -> dict[str, torch.Tensor]:
+                 n_classes: int = N_CLASSES, *, conv_channels: Sequence[int] = (), kernel_size: int = 5
+                 ) -> dict[str, torch.Tensor]:
     """One network's parameters (no seed axis): kernels drawn by `init` from one generator seeded
-    `seed`, layer by layer from the input to the output; zero biases. For one layer and
-    glorot_uniform this is model.init_params."""
+    `seed`, layer by layer from the input to the output (a convolutional stem's first); zero
+    biases. For one layer and glorot_uniform this is model.init_params."""
     if init not in INITIALIZERS:
         raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INITIALIZERS)}")
     draw = INITIALIZERS[init]
     generator = torch.Generator().manual_seed(seed)
-    widths = [n_inputs, *layers, n_classes]
     params = {}
+    if conv_channels:
+        if n_inputs != conv.N_PIXELS:
+            raise ValueError(f"a convolutional network takes {conv.N_PIXELS}-pixel images, not {n_inputs} inputs")
+        params.update(conv.init_stem(conv_channels, kernel_size, draw, generator))
+        n_inputs = conv.n_features(conv_channels)
+    widths = [n_inputs, *layers, n_classes]
     for layer, fan_in, fan_out in zip(layer_names(len(layers)), widths[:-1], widths[1:]):
         params[f"{layer}.kernel"] = draw(fan_in, fan_out, generator)
         params[f"{layer}.bias"] = torch.zeros(1, fan_out)
@@ -195,7 +217,7 @@ def forward(params: dict[str, torch.Tensor], x: torch.Tensor, activation: str = 
     networks and the raw outputs for squared-error ones; probabilities are their softmax.
     """
     f = find_activation(activation).function
-    h = standardize(params, x)
+    h = conv.stem(params, standardize(params, x))
     first = None
     for layer in HIDDEN_LAYERS[:depth_of(params)]:
         h = f(torch.matmul(h, params[f"{layer}.kernel"]) + params[f"{layer}.bias"])
@@ -214,10 +236,16 @@ def attach_standardization(params: dict[str, torch.Tensor], mean, scale) -> dict
     """
     mean = torch.as_tensor(mean, dtype=torch.float32).detach().cpu().reshape(1, -1).clone()
     scale = torch.as_tensor(scale, dtype=torch.float32).detach().cpu().reshape(1, -1).clone()
-    first = params[param_names(depth_of(params))[0]]
-    if mean.shape[1] != first.shape[-2] or scale.shape[1] != first.shape[-2]:
+    n_inputs = n_inputs_of(params)
+    if mean.shape[1] != n_inputs or scale.shape[1] != n_inputs:
         raise ValueError(f"standardisation for {mean.shape[1]} and {scale.shape[1]} inputs; the network has "
-                         f"{first.shape[-2]}")
+                         f"{n_inputs}")
     if not (torch.isfinite(mean).all() and torch.isfinite(scale).all() and (scale != 0).all()):
         raise ValueError("standardisation needs finite means and finite, non-zero scales")
     return {**params, STANDARDIZE_NAMES[0]: mean, STANDARDIZE_NAMES[1]: scale}
+
+
+def first_pre_activation(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The first hidden layer's pre-activations (N, H1) of raw inputs x (N, D): what its nodes sum
+    before their activation, through the standardisation and the convolutional stem, if any."""
+    return conv.stem(params, standardize(params, x)) @ params["hidden.kernel"] + params["hidden.bias"]

@@ -2,7 +2,8 @@
 
 Which path. A config in the paper's family (`TrainConfig.is_paper_family`: one ReLU layer, Keras'
 RMSprop, cross-entropy, ...) trains on the paper's paths below; every other one on the general path
-(general.py: any depth, activation, dropout, loss, optimiser, schedule, with the same protocol).
+(general.py: any depth, activation, dropout, loss, optimiser, schedule, with the same protocol;
+conv_epoch.py for a convolutional network, by autograd).
 
 On the CPU a whole epoch runs in one call of the compiled kernel in kernels/fused_epoch.cpp (see
 fused.py): no per-step overhead, products over just the batch's non-zero pixels, RMSprop in one pass
@@ -44,12 +45,14 @@ import torch
 
 from mnist_study.training import fused
 from mnist_study.training.config import TrainConfig
+from mnist_study.training.conv import stem
+from mnist_study.training.conv_epoch import ConvEpoch
 from mnist_study.training.general import GeneralEpoch
 from mnist_study.training.losses import loss_sum as _loss_sum
 from mnist_study.training.losses import penalty as _penalty
 from mnist_study.training.model import PARAM_NAMES, model_class, stack_params, unstack_params
 from mnist_study.training.network import (attach_standardization, depth_of, find_activation, param_names,
-                                          penalised_kernels)
+                                          penalised_kernels, trained_names)
 from mnist_study.training.optimizers import RMSpropConfig, make_optimizer
 from mnist_study.training.schedules import lr_multiplier
 
@@ -144,6 +147,7 @@ def evaluate_stack(params: dict[str, torch.Tensor], split: Split, l2: float, chu
     correct = torch.zeros(n_seeds, dtype=torch.int64, device=split.x.device)
     for start in range(0, len(split), chunk):
         x, y = split.x[start:start + chunk], split.y[start:start + chunk]
+        x = stem(params, x)  # a convolutional network's features (S, n, F); x itself for the others
         hidden = x
         for name in param_names(depth)[:-2:2]:
             hidden = f(torch.matmul(hidden, params[name]) + params[name.replace("kernel", "bias")])
@@ -161,7 +165,8 @@ class StackedTrainer:
     """Trains S networks of one design together; each keeps its own init, shuffling, dropout and stopping.
 
     Any TrainConfig: the paper's family on the paper's paths (`use_fused` as above), every other
-    config on the general path (general.py; `use_fused=True` is then an error). `paper` says which.
+    config on the general path (general.py; conv_epoch.py for a convolutional network; `use_fused=True`
+    is then an error). `paper` says which.
     """
 
     def __init__(self, config: TrainConfig, n_inputs: int, seeds: list[int], device: torch.device,
@@ -181,9 +186,12 @@ class StackedTrainer:
             params = stack_params([model.init_params(n_inputs, config.hidden, seed) for seed in seeds])
             self.general = None
         else:
-            self.names = param_names(len(config.layers))
-            params = stack_params([model.init_network(n_inputs, config.layers, seed, config.init) for seed in seeds])
-            self.general = GeneralEpoch(config, n_inputs, device)
+            params = stack_params([model.init_network(n_inputs, config.layers, seed, config.init,
+                                                      conv_channels=config.conv, kernel_size=config.kernel_size)
+                                   for seed in seeds])
+            self.names = trained_names(params)
+            epoch_class = ConvEpoch if config.conv else GeneralEpoch
+            self.general = epoch_class(config, n_inputs, device)
         self.params = {k: v.to(device) for k, v in params.items()}
         self.optimizer = make_optimizer([self.params[k] for k in self.names], config.optimizer)
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
