@@ -141,8 +141,9 @@ def test_report_content_reflects_the_run(built):
     assert "pca-beats-one-node" in page and re.search(r'class="verdict (supported|contradicted|not-resolved)"', page)
     # reference figures, named as the study names their source
     assert "<th>ours</th><th>original</th><th>Δ</th>" in page and "hollow markers are the original&#39;s" in page
-    # epochs and seconds close each row; both seeds ran 2 epochs: "2", as `show` prints it, not "2–2"
+    # parameters, epochs and seconds close each row; both seeds ran 2 epochs: "2", as `show` prints it, not "2–2"
     assert re.findall(r"<td>(\d+(?:–\d+)?)</td><td>[\d.]+</td></tr>", page) == ["2"] * 4
+    assert re.findall(r"<td>([\d,]+)</td><td>2</td><td>[\d.]+</td></tr>", page)[0] == "805"  # "one": 784 -> 1 -> 10
     assert "mnist-study run tiny.toml --seed 0 --seed 1" in page  # rebuilt: the run was started from Python
     step = json.loads((run_dir / "manifest.json").read_text())["training_step"]
     assert step == "fused CPU epoch" or step.startswith("eager step (")

@@ -52,7 +52,8 @@ def test_rows_of_a_run_are_typed_and_their_json_keeps_its_keys(tiny_run):
     assert not has_reference_figures(rows)
     data = asdict(first)
     assert list(data) == ["experiment", "title", "hidden", "frontend", "seeds", "train", "validation", "test",
-                          "epochs", "train_seconds", "diverged", "shape", "swept"]
+                          "epochs", "train_seconds", "diverged", "shape", "swept", "parameters"]
+    assert data["parameters"] == 784 * 8 + 8 + 8 * 10 + 10  # raw8: 784 -> 8 -> 10, weights and biases
     assert data["diverged"] == [None, None]  # per seed: the epoch its loss became NaN or infinite
     assert data["shape"] == "8" and data["hidden"] == 8  # the hidden widths, "100-100" for two layers
     assert list(data["test"]) == ["values", "mean", "std", "ci", "reference", "difference"]

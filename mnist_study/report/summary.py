@@ -60,6 +60,7 @@ class AccuracyRow:
     # or infinite (training stopped there, keeping the weights from before it), None if it did not
     shape: str = ""  # the hidden widths, "130", "100-100" or "0" (`hidden` is the first one's, 0 if none)
     swept: dict = field(default_factory=dict)  # the values of the fields its [[sweep]] varies (empty if none)
+    parameters: int | None = None  # the network's trained weights and biases (None without a seed on disk)
 
     @property
     def diverged_seeds(self) -> list[int]:
@@ -149,6 +150,7 @@ def accuracy_rows(run: RunResults, confidence: float = 0.95) -> list[AccuracyRow
             epochs=[r.metrics["epochs_run"] for r in results],
             train_seconds=[r.metrics["train_seconds"] for r in results],
             diverged=[diverged_epoch(r.metrics) for r in results], shape=e.shape_text, swept=dict(e.swept),
+            parameters=results[0].n_parameters if results else None,
         ))
     return rows
 
