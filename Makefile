@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # PyTorch comes first, pinned: an open-ended requirement with no torch installed pulls a large CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run test test-fast test-ray test-faults test-sweep soak bench clean
+.PHONY: setup run test test-fast test-ray test-faults test-sweep test-studies soak bench clean
 
 $(BIN)/mnist-study: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ test: setup           ## the whole test suite (browser tests need chromium + chr
 	$(BIN)/python -m pytest -q
 
 test-fast: setup      ## skip the end-to-end and browser tests
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not ray and not faults and not soak and not sweep"
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not ray and not faults and not soak and not sweep and not studies"
 
 test-ray: setup       ## the Ray executor: a local instance, a 3-node cluster on loopback (also part of `make test`)
 	$(BIN)/python -m pytest -q -m ray
@@ -33,6 +33,9 @@ test-faults: setup    ## the fault-injection harness: real runs killed at random
 
 test-sweep: setup     ## the built-in width-optimiser sweep (200 networks), its report opened in Chromium
 	$(BIN)/python -m pytest -q -m sweep -s
+
+test-studies: setup   ## every built-in study's -small variant, its claims compared with the full study's (about an hour)
+	$(BIN)/python -m pytest -q -m studies -s
 
 soak: setup           ## the server under 50 concurrent clients for 10 minutes
 	$(BIN)/python -m pytest -q -m soak -s
