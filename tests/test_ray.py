@@ -172,6 +172,57 @@ def test_unit_slots_follow_the_scarcer_resource():
     assert unit_slots({"CPU": 2.0}, 1, 1) == 0
 
 
+
+class FlakyRay:
+    """ray's init and shutdown, failing as Ray Client's proxy does when the server it starts for a
+    new client dies at once: the first `failures` calls raise, the rest connect."""
+
+    class exceptions:
+        RayError = RuntimeError
+
+    def __init__(self, failures: int, message: str):
+        self.failures, self.message, self.inits, self.shutdowns = failures, message, 0, 0
+
+    def init(self, **options):
+        self.inits += 1
+        if self.inits <= self.failures:
+            raise ConnectionAbortedError(self.message)
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+ZOMBIE = ("Initialization failure from server:\nTraceback (most recent call last):\n  ...\n"
+          "psutil.ZombieProcess: PID still exists but it's a zombie (pid=802)\n")
+
+
+@pytest.mark.parametrize("message", [ZOMBIE, "ray client server failed to start"])
+def test_a_client_connection_is_tried_again_when_the_proxy_loses_its_server(message):
+    from mnist_study.executors.ray import _connect
+
+    ray = FlakyRay(failures=2, message=message)
+    _connect(ray, "ray://127.0.0.1:10001", workers=None, runtime_env=None)
+    assert (ray.inits, ray.shutdowns) == (3, 2)
+
+
+def test_a_client_connection_that_keeps_failing_is_an_error_naming_the_address():
+    from mnist_study.executors.ray import CLIENT_TRIES, _connect
+
+    ray = FlakyRay(failures=CLIENT_TRIES, message=ZOMBIE)
+    with pytest.raises(OptionError, match=r"'ray://127.0.0.1:10001'.*ZombieProcess.*is the cluster running"):
+        _connect(ray, "ray://127.0.0.1:10001", workers=None, runtime_env=None)
+    assert ray.inits == CLIENT_TRIES
+
+
+def test_a_failure_of_a_direct_connection_is_not_retried():
+    from mnist_study.executors.ray import _connect
+
+    ray = FlakyRay(failures=1, message=ZOMBIE)
+    with pytest.raises(OptionError, match="127.0.0.1:6379"):
+        _connect(ray, "127.0.0.1:6379", workers=None, runtime_env=None)
+    assert ray.inits == 1
+
+
 # ------------------------------------------------------------------------------------ on Ray
 
 @dataclass(frozen=True)

@@ -400,6 +400,11 @@ class RayExecutor(Executor):
 
 CLIENT_TRIES = 3  # Ray Client's proxy may fail to start a new client's server under load: try again
 
+# What Ray Client's proxy says when the server it starts for a new client dies or is not yet up:
+# its check that the server is running races that start (Ray 2.x), and a server that dies at once
+# leaves a zombie whose command line the proxy then fails to read (psutil.ZombieProcess).
+TRANSIENT_CLIENT_FAILURES = ("client server failed", "ZombieProcess", "NoSuchProcess")
+
 
 def _connect(ray, address: str, workers: int | None, runtime_env: dict | None) -> None:
     """ray.init; a cluster that cannot be reached is an error that names it and says what to check."""
@@ -408,13 +413,18 @@ def _connect(ray, address: str, workers: int | None, runtime_env: dict | None) -
             ray.init(**_init_options(address, workers, runtime_env))
             return
         except (ConnectionError, ray.exceptions.RayError, ValueError) as error:
-            # The proxy's check that the server it started is running races that start (Ray 2.x).
-            if address.startswith("ray://") and "client server failed" in str(error) and attempt < CLIENT_TRIES:
+            if _transient_client_failure(address, error) and attempt < CLIENT_TRIES:
                 ray.shutdown()
                 continue
             if address == "local":
                 raise
             _cannot_connect(address, error)
+
+
+def _transient_client_failure(address: str, error: BaseException) -> bool:
+    """Whether a Ray Client connection failed in the proxy's start of this client's server, which a
+    second try usually gets past."""
+    return address.startswith("ray://") and any(sign in str(error) for sign in TRANSIENT_CLIENT_FAILURES)
 
 
 def _cannot_connect(address: str, error: BaseException) -> None:
