@@ -64,3 +64,21 @@ def test_double_descent_spans_its_interpolation_threshold_without_regularisers(n
         assert (e.train_size, e.loss, e.l2, e.dropout, e.early_stopping, e.kept_weights) == (
             images, "squared_error", 0.0, 0.0, False, "final")
     assert {e.label_noise for e in study.experiments} == {0.0, 0.2}
+
+
+def test_best_one_layer_sets_the_papers_best_beside_modern_training_and_a_cnn():
+    paper = {e.name: e for e in load_study("paper").experiments}
+    for name in ("best-one-layer", "best-one-layer-small"):
+        study = {e.name: e for e in load_study(name).experiments}
+        assert list(study) == ["paper-best", "w800", "w2048", "w800-elastic", "cnn"]
+        exclude = {"name", "title", "reference"}
+        # The paper's best trained as the paper trained it, whatever the study's defaults.
+        assert study["paper-best"].model_dump(exclude=exclude) == {
+            **paper["exp9"].model_dump(exclude=exclude), "keep": "final"}
+        assert study["paper-best"].kept_weights == paper["exp9"].kept_weights
+        for plain in ("w800", "w2048"):  # no augmentation, no convolution
+            assert (study[plain].shift, study[plain].elastic, study[plain].conv) == (0, False, [])
+        assert study["w800-elastic"].elastic and study["w800-elastic"].hidden == 800
+        assert study["cnn"].conv == [16, 32] and study["cnn"].hidden == 128
+    full, small = load_study("best-one-layer"), load_study("best-one-layer-small")
+    assert [c.name for c in small.claim] == [c.name for c in full.claim]
