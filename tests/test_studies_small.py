@@ -24,7 +24,7 @@ S, C = "supported", "contradicted"
 FULL = {
     "fashion": (3, {"exp9.train > exp9.test by more than 1 points": S}),
     "optimisers": (10, {"rmsprop-tuned.test > rmsprop-usual.test": S}),
-    "depth": (3, {}),
+    "depth": (3, {"d1-100k.test > d1-25k.test": S}),
     "data-size": (3, {}),
     "double-descent": (3, {}),
     "best-one-layer": (3, {}),
