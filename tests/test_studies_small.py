@@ -24,8 +24,9 @@ S, C = "supported", "contradicted"
 FULL = {
     "fashion": (3, {"exp9.train > exp9.test by more than 1 points": S}),
     "optimisers": (10, {"rmsprop-tuned.test > rmsprop-usual.test": S}),
-    "depth": (3, {"d1-100k.test > d1-25k.test": S}),
-    "data-size": (3, {}),
+    "depth": (10, {"d1-100k.test > d1-25k.test": S}),
+    "data-size": (5, {"w130-n4000.test > w10-n4000.test": S, "w130-n8000.test > w10-n8000.test": S,
+                      "w130-n16000.test > w10-n16000.test": S}),
     "double-descent": (3, {}),
     "best-one-layer": (3, {}),
 }
