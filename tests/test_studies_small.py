@@ -28,7 +28,8 @@ FULL = {
     "data-size": (5, {"w130-n4000.test > w10-n4000.test": S, "w130-n8000.test > w10-n8000.test": S,
                       "w130-n16000.test > w10-n16000.test": S}),
     "double-descent": (3, {}),
-    "best-one-layer": (3, {}),
+    "best-one-layer": (3, {"w800.test > paper-best.test": S, "w2048.test > paper-best.test": S,
+                           "w800-elastic.test > w800.test": S, "cnn.test > w2048.test": S}),
 }
 
 
