@@ -29,7 +29,7 @@ FULL = {
     "depth": (10, {"d1-100k.test > d1-25k.test": S}),
     "data-size": (5, {"w130-n4000.test > w10-n4000.test": S, "w130-n8000.test > w10-n8000.test": S,
                       "w130-n16000.test > w10-n16000.test": S}),
-    "double-descent": (3, {}),
+    "double-descent": (3, {"claim:second-descent": S}),
     "best-one-layer": (3, {"w800.test > paper-best.test": S, "w2048.test > paper-best.test": S,
                            "w800-elastic.test > w800.test": S, "cnn.test > w2048.test": S}),
 }
